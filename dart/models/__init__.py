@@ -1,0 +1,4 @@
+"""Model families with the DART tokenizer; importing this registers them with timm."""
+from .deit import DartVisionTransformer
+
+__all__ = ["DartVisionTransformer"]

@@ -1,0 +1,40 @@
+"""Pieces shared by the model families: the pretrained cfg and the tokenizer's keyword arguments."""
+from __future__ import annotations
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+# keyword arguments of every DART model that configure the tokenizer rather than the backbone
+TOKENIZER_KWARGS = ("num_tokens", "score_grid", "scorer", "scorer_pretrained", "scorer_input_size",
+                    "score_norm", "score_gate")
+
+
+def dart_cfg(input_size: int = 448, **kwargs) -> dict:
+    """timm pretrained cfg of a DART model: the paper feeds a 2x image to a "224" model."""
+    return {
+        "url": "", "num_classes": 1000, "input_size": (3, input_size, input_size), "pool_size": None,
+        "crop_pct": 0.875, "interpolation": "bicubic", "fixed_input_size": True,
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj", "classifier": "head", "license": "apache-2.0", **kwargs,
+    }
+
+
+def refuse_pretrained(name: str, pretrained: bool) -> None:
+    if pretrained:
+        raise ValueError(
+            f"{name}: no weights are hosted for DART models. Build with pretrained=False and load an "
+            f"official checkpoint (darvit-*.pth / darvim-*.pth) with dart.evaluate --checkpoint, "
+            f"or your own with model.load_state_dict(torch.load(path, weights_only=True)).")
+
+
+def split_tokenizer_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    """(tokenizer kwargs, backbone kwargs)."""
+    tok = {k: kwargs.pop(k) for k in TOKENIZER_KWARGS if k in kwargs}
+    return tok, kwargs
+
+
+def with_input_size(model):
+    """Make the model's pretrained cfg report the input size it was built for (timm's data config
+    reads it), since `img_size` may differ from the registered default."""
+    h, w = model.patch_embed.img_size
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (model.patch_embed.in_chans, h, w)}
+    return model

@@ -1,0 +1,129 @@
+"""DeiT with the DART tokenizer, registered with timm.
+
+The backbone is timm's `VisionTransformer`, unchanged; only the patch embedding is replaced by
+`DART` and the position embedding is resampled per image with the partition's geometry. Grid
+baselines are timm's own `deit_*` models.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+from timm.models import build_model_with_cfg, register_model
+from timm.models.vision_transformer import VisionTransformer
+
+from ..tokenizer import DART, Partition
+from timm.models import generate_default_cfgs
+
+from ._common import dart_cfg, refuse_pretrained, split_tokenizer_kwargs, with_input_size
+
+
+class DartVisionTransformer(VisionTransformer):
+    """ViT/DeiT whose tokens come from DART.
+
+    Extra arguments: num_tokens (token budget N), score_grid (g: scores and the learned position
+    table are g x g), scorer (name or module), scorer_pretrained, scorer_input_size, score_norm
+    ('image' or 'batch'), score_gate. `img_size` is the tokenizer's input size (448 for the paper's
+    "224" models).
+    """
+
+    def __init__(self, img_size=448, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
+                 num_tokens: int = 196, score_grid: int = 14, scorer="mobilenetv3_small",
+                 scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
+                 score_norm: str = "image", score_gate: str = "sigmoid_offset", **kwargs):
+        if kwargs.get("class_token") is False or kwargs.get("no_embed_class") or kwargs.get("reg_tokens"):
+            raise ValueError("DART DeiT models use one class token with its own position embedding")
+        if kwargs.get("dynamic_img_size"):
+            raise ValueError("dynamic_img_size is not supported: DART sets the token layout itself")
+        # the parent builds a g x g position table (plus the class token's) and a grid patch embed,
+        # which DART replaces
+        super().__init__(img_size=score_grid * patch_size, patch_size=patch_size, in_chans=in_chans,
+                         embed_dim=embed_dim, **kwargs)
+        self.patch_embed = DART(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+            num_tokens=num_tokens, score_grid=score_grid, scorer=scorer,
+            scorer_pretrained=scorer_pretrained, scorer_input_size=scorer_input_size,
+            score_norm=score_norm, score_gate=score_gate, bias=not kwargs.get("pre_norm", False))
+        if self.weight_init_mode != "skip":
+            self.patch_embed.proj.reset_parameters()
+
+    def tokenize(self, x: Tensor) -> tuple[Tensor, Partition]:
+        """Tokens with position embeddings and the class token prepended, and the partition."""
+        n_pre = self.num_prefix_tokens
+        tokens, part = self.patch_embed(x, pos_embed=self.pos_embed[:, n_pre:], return_partition=True)
+        tokens = tokens + part.pos_embed.to(tokens.dtype)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        return self.pos_drop(torch.cat([cls.to(tokens.dtype), tokens], dim=1)), part
+
+    def forward_features(self, x: Tensor, attn_mask: Optional[Tensor] = None,
+                         is_causal: bool = False) -> Tensor:
+        x, _ = self.tokenize(x)
+        x = self.norm_pre(self.patch_drop(x))
+        if attn_mask is not None or is_causal:
+            for blk in self.blocks:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+        elif self.grad_checkpointing and not torch.jit.is_scripting():
+            from timm.models._manipulate import checkpoint_seq
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_intermediates(self, *args, **kwargs):
+        raise NotImplementedError("use forward_features or tokenize; intermediates assume a grid layout")
+
+
+def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> DartVisionTransformer:
+    refuse_pretrained(variant, pretrained)
+    tok, rest = split_tokenizer_kwargs(dict(kwargs))
+    args = {**model_args, **tok, **rest}
+    model = build_model_with_cfg(DartVisionTransformer, variant, pretrained=False, **args)
+    return with_input_size(model)
+
+
+default_cfgs = generate_default_cfgs({
+    name: dart_cfg() for name in (
+        "dart_deit_tiny_patch16_224", "dart_deit_tiny_patch16_224_121", "dart_deit_small_patch16_224",
+        "dart_deit_small_patch16_224_144", "dart_deit_small_patch16_224_288",
+        "dart_deit_small_patch16_224_392")
+})
+
+TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, scorer="mobilenetv3_small")
+SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, scorer="mobilenetv3_large")
+
+
+@register_model
+def dart_deit_tiny_patch16_224(pretrained=False, **kwargs) -> DartVisionTransformer:
+    """DART DeiT-Ti, 196 tokens, MobileNetV3-Small scorer."""
+    return _create("dart_deit_tiny_patch16_224", pretrained, dict(TINY, num_tokens=196), kwargs)
+
+
+@register_model
+def dart_deit_tiny_patch16_224_121(pretrained=False, **kwargs) -> DartVisionTransformer:
+    """DART DeiT-Ti, 121 tokens (0.8 GFLOPs row)."""
+    return _create("dart_deit_tiny_patch16_224_121", pretrained, dict(TINY, num_tokens=121), kwargs)
+
+
+@register_model
+def dart_deit_small_patch16_224(pretrained=False, **kwargs) -> DartVisionTransformer:
+    """DART DeiT-S, 196 tokens, MobileNetV3-Large scorer."""
+    return _create("dart_deit_small_patch16_224", pretrained, dict(SMALL, num_tokens=196), kwargs)
+
+
+@register_model
+def dart_deit_small_patch16_224_144(pretrained=False, **kwargs) -> DartVisionTransformer:
+    """DART DeiT-S, 144 tokens."""
+    return _create("dart_deit_small_patch16_224_144", pretrained, dict(SMALL, num_tokens=144), kwargs)
+
+
+@register_model
+def dart_deit_small_patch16_224_288(pretrained=False, **kwargs) -> DartVisionTransformer:
+    """DART DeiT-S, 288 tokens (17 rows: the budget is not a square)."""
+    return _create("dart_deit_small_patch16_224_288", pretrained, dict(SMALL, num_tokens=288), kwargs)
+
+
+@register_model
+def dart_deit_small_patch16_224_392(pretrained=False, **kwargs) -> DartVisionTransformer:
+    """DART DeiT-S, 392 tokens: the long-sequence row (81.8% top-1 at 10.1 GFLOPs)."""
+    return _create("dart_deit_small_patch16_224_392", pretrained, dict(SMALL, num_tokens=392), kwargs)

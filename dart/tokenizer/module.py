@@ -1,0 +1,127 @@
+"""`DART`: the tokenizer as an nn.Module, a thin shell around the geometry and sampling functions."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import geometry, sampling
+from .scorers import create_scorer, score_activation
+
+
+@dataclass
+class Partition:
+    """How one batch was tokenised. Coordinates: `row_bounds` in score-grid units along y,
+    `patch_bounds` along the raster sequence of the bands (band j covers [j*g, (j+1)*g]),
+    `rects` in input pixels, (B, N, 2, 4) as (x0, y0, x1, y1) per piece (see `geometry.patch_rects`)."""
+    scores: Tensor  # (B, g, g) positive scores that drove the partition
+    row_bounds: Tensor  # (B, rows+1)
+    patch_bounds: Tensor  # (B, N+1)
+    rects: Tensor  # (B, N, 2, 4)
+    pos_embed: Optional[Tensor]  # (B, N, D) resampled position embeddings, when a table was given
+    grid: int
+    img_size: tuple[int, int]
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class DART(nn.Module):
+    """Differentiable dynamic adaptive region tokenizer: (B, C, H, W) -> (B, N, D).
+
+    Scores a g x g grid, cuts the image into `num_tokens` regions of equal score mass (rows by
+    quantiles, then patches along the rows), resamples every region to patch_size^2 pixels and
+    embeds it with the usual patch projection (`proj`, a stride-P conv, kept as a conv so grid
+    checkpoints load unchanged).
+    """
+
+    def __init__(self, img_size=448, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
+                 num_tokens: int = 196, score_grid: int = 14, scorer: str | nn.Module = "cnn",
+                 scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
+                 score_norm: str = "image", score_gate: str = "sigmoid_offset",
+                 norm_layer: Optional[type] = None, bias: bool = True):
+        super().__init__()
+        self.img_size = _pair(img_size)
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.num_tokens = int(num_tokens)
+        self.rows = geometry.rows_for_tokens(self.num_tokens)
+        self.grid = int(score_grid)
+        H, W = self.img_size
+        if self.num_tokens * patch_size * patch_size > H * W:
+            raise ValueError(
+                f"a {H}x{W} image cannot hold {self.num_tokens} tokens of {patch_size}x{patch_size} px: "
+                f"at most {H * W // patch_size ** 2}")
+        if self.grid < 1:
+            raise ValueError(f"score_grid must be >= 1, got {score_grid}")
+        self.score_norm = score_norm
+        self.score_gate = score_gate
+        score_activation(torch.zeros(1, 1, 1), score_norm, score_gate)  # validate the options now
+        self.scorer_input_size = int(scorer_input_size or min(H, W, 224))
+        self.scorer = create_scorer(scorer, in_chans, scorer_pretrained)
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size, bias=bias)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+        # timm's PatchEmbed interface, for code that inspects it
+        self.num_patches = self.num_tokens
+        self.grid_size = (self.rows, math.ceil(self.num_tokens / self.rows))
+        self.flatten = True
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"input size {tuple(x.shape[-2:])} does not match the model's img_size "
+                             f"{self.img_size}")
+
+    def check_scores(self, scores: Tensor, batch: int) -> None:
+        if scores.shape != (batch, self.grid, self.grid):
+            raise ValueError(f"scores must have shape {(batch, self.grid, self.grid)}, got {tuple(scores.shape)}")
+        if not torch.isfinite(scores).all():
+            raise ValueError("scores contain NaN or inf")
+        if (scores < 0).any():
+            raise ValueError("scores must be non-negative")
+        if (scores.flatten(1).sum(-1) <= 0).any():
+            raise ValueError("scores of an image sum to zero: no region to place tokens in")
+
+    def score(self, x: Tensor) -> Tensor:
+        """Positive scores (B, g, g) from the scorer, which sees the image at `scorer_input_size`."""
+        s = self.scorer_input_size
+        xs = x if x.shape[-1] == s and x.shape[-2] == s else F.interpolate(
+            x, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
+        return score_activation(self.scorer(xs, self.grid), self.score_norm, self.score_gate)
+
+    def forward(self, x: Tensor, scores: Optional[Tensor] = None, pos_embed: Optional[Tensor] = None,
+                return_partition: bool = False):
+        """Tokens (B, N, D); with `return_partition`, also the `Partition`.
+
+        scores: optional (B, g, g) positive scores that replace the scorer's.
+        pos_embed: optional (g*g, D) position table, resampled per image into `Partition.pos_embed`.
+        """
+        self.check_input(x)
+        if scores is None:
+            scores = self.score(x)
+        else:
+            self.check_scores(scores, x.shape[0])
+        with torch.autocast(x.device.type, enabled=False):  # geometry in fp32
+            row_b, patch_b, _ = geometry.partition(scores.double(), self.num_tokens, self.rows)
+            grid = sampling.sampling_grid(row_b, patch_b, self.grid, self.patch_size)
+        patches = sampling.sample_patches(x, grid, self.patch_size)
+        # a stride-P conv on a P x P patch is a linear map of its flattened pixels
+        tokens = self.norm(F.linear(patches, self.proj.weight.flatten(1), self.proj.bias))
+        if not return_partition:
+            return tokens
+        pos = None
+        if pos_embed is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                pos = geometry.resample_pos_embed(pos_embed, row_b, patch_b)
+        H, W = self.img_size
+        rects = geometry.patch_rects(row_b, patch_b, self.grid, H, W)
+        return tokens, Partition(scores, row_b, patch_b, rects, pos, self.grid, self.img_size)

@@ -1,0 +1,168 @@
+"""Scoring networks: image -> one raw score logit per cell of a g x g grid.
+
+The paper's scorers are the early layers of an ImageNet-pretrained CNN (frozen) plus a small
+trainable head; `SmallCNNScorer` needs no pretrained weights and is the default at toy scale.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """A torchvision feature extractor used as a scorer trunk."""
+    builder: str  # torchvision.models function name
+    weights: str  # torchvision weights enum, e.g. "MobileNet_V3_Small_Weights"
+    blocks: int | None  # how many of `features` to keep (None: all)
+    channels: int  # channels of the kept blocks' output
+    hidden: int  # hidden width of the trainable head
+
+
+# Paper scorer for DeiT-Ti (MobileNetV3-Small) and DeiT-S (MobileNetV3-Large); ablation scorers.
+TRUNKS: dict[str, TrunkSpec] = {
+    "mobilenetv3_small": TrunkSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights", None, 576, 16),
+    "mobilenetv3_large": TrunkSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 16, 160, 192),
+    "mnasnet": TrunkSpec("mnasnet1_0", "MNASNet1_0_Weights", None, 1280, 16),
+    "squeezenet": TrunkSpec("squeezenet1_0", "SqueezeNet1_0_Weights", None, 512, 16),
+    "efficientnet_b0": TrunkSpec("efficientnet_b0", "EfficientNet_B0_Weights", None, 1280, 16),
+}
+SCORERS = ("cnn", *TRUNKS)
+
+
+def _trunk_layers(model: nn.Module) -> nn.Sequential:
+    if hasattr(model, "features"):
+        return model.features
+    if hasattr(model, "layers"):  # MNASNet keeps its trunk in `layers`
+        return model.layers
+    raise TypeError(f"no feature trunk in {type(model).__name__}")
+
+
+def _cached_weights(spec: TrunkSpec) -> str:
+    """Path of the torchvision checkpoint in the local torch hub cache, or a clear error.
+
+    Never downloads: an offline machine must fail at once, not after network retries.
+    """
+    import torchvision.models as tvm
+    weights = getattr(tvm, spec.weights).IMAGENET1K_V1
+    fname = os.path.basename(weights.url)
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", fname)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"pretrained scorer weights {fname} are not in the local cache ({path}). On a machine with "
+            f"network run: python -c \"import torchvision; torchvision.models.{spec.builder}"
+            f"(weights='IMAGENET1K_V1')\" and copy the file to {path} (or set TORCH_HOME), "
+            f"or build the model with scorer_pretrained=False.")
+    return path
+
+
+class ScoreHead(nn.Module):
+    """Per-location MLP (1x1 convs) giving one logit, resized to the score grid."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, 1, 1)
+
+    def forward(self, feats: Tensor, grid: int) -> Tensor:
+        z = self.fc2(self.act(self.fc1(feats)))
+        if z.shape[-2:] != (grid, grid):
+            z = F.interpolate(z, size=(grid, grid), mode="bilinear", align_corners=False)
+        return z[:, 0]
+
+
+class TrunkScorer(nn.Module):
+    """Torchvision CNN trunk (frozen when pretrained) + trainable `ScoreHead`."""
+
+    def __init__(self, name: str, pretrained: bool = False, freeze: bool | None = None):
+        super().__init__()
+        spec = TRUNKS[name]
+        import torchvision.models as tvm
+        model = getattr(tvm, spec.builder)(weights=None)
+        if pretrained:
+            state = torch.load(_cached_weights(spec), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        layers = _trunk_layers(model)
+        self.trunk = layers[: spec.blocks] if spec.blocks else layers
+        self.head = ScoreHead(spec.channels, spec.hidden)
+        self.name = name
+        self.frozen = pretrained if freeze is None else freeze
+        if self.frozen:
+            self.trunk.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # a frozen trunk keeps its BatchNorm statistics
+            self.trunk.eval()
+        return self
+
+    def forward(self, x: Tensor, grid: int) -> Tensor:
+        return self.head(self.trunk(x), grid)
+
+
+class SmallCNNScorer(nn.Module):
+    """A few strided convs, trained from scratch: no pretrained weights, cheap at any size."""
+
+    def __init__(self, in_chans: int = 3, width: int = 32, hidden: int = 32):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, 2, 1), nn.BatchNorm2d(width), nn.GELU(),
+            nn.Conv2d(width, width, 3, 2, 1), nn.BatchNorm2d(width), nn.GELU(),
+            nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.GELU(),
+        )
+        self.head = ScoreHead(width, hidden)
+        self.name = "cnn"
+
+    def forward(self, x: Tensor, grid: int) -> Tensor:
+        return self.head(self.trunk(x), grid)
+
+
+def create_scorer(scorer: str | nn.Module, in_chans: int = 3, pretrained: bool = False) -> nn.Module:
+    """Build a scorer by name (see `SCORERS`) or pass a module through.
+
+    A module must map (B, C, h, w) and an int g to (B, g, g) logits.
+    """
+    if isinstance(scorer, nn.Module):
+        return scorer
+    if scorer == "cnn":
+        if pretrained:
+            raise ValueError("the 'cnn' scorer has no pretrained weights; use scorer_pretrained=False")
+        return SmallCNNScorer(in_chans)
+    if scorer in TRUNKS:
+        if in_chans != 3:
+            raise ValueError(f"scorer {scorer!r} takes RGB images; in_chans={in_chans}")
+        return TrunkScorer(scorer, pretrained=pretrained)
+    raise ValueError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)} or pass an nn.Module")
+
+
+def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_offset") -> Tensor:
+    """Raw logits (B, g, g) -> positive scores.
+
+    norm="image" standardises each image's logits on their own, so an image's tokens never depend
+    on its batch-mates; norm="batch" uses the whole batch's mean/std, as the official code does.
+    gate="sigmoid_offset" is sigmoid(z) + 0.1 (DeiT scorer: no region gets zero mass);
+    gate="sigmoid2" is sigmoid(2z) (the Vim "v2" head).
+    """
+    z = logits.float()
+    if norm == "image":
+        dims = (1, 2)
+    elif norm == "batch":
+        dims = (0, 1, 2)
+    else:
+        raise ValueError(f"score_norm must be 'image' or 'batch', got {norm!r}")
+    z = (z - z.mean(dims, keepdim=True)) / (z.std(dims, keepdim=True, unbiased=False) + 1e-6)
+    if gate == "sigmoid_offset":
+        return torch.sigmoid(z) + 0.1
+    if gate == "sigmoid2":
+        return torch.sigmoid(2 * z)
+    raise ValueError(f"score gate must be 'sigmoid_offset' or 'sigmoid2', got {gate!r}")
