@@ -63,8 +63,9 @@ class DART(nn.Module):
         self.score_norm = score_norm
         self.score_gate = score_gate
         score_activation(torch.zeros(1, 1, 1), score_norm, score_gate)  # validate the options now
-        self.scorer_input_size = int(scorer_input_size or min(H, W, 224))
         self.scorer = create_scorer(scorer, in_chans, scorer_pretrained)
+        # the scorer sees a copy of the image at most its preferred size (224: the paper's GFLOPs)
+        self.scorer_input_size = int(scorer_input_size or min(H, W, getattr(self.scorer, "input_size", 224)))
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size, bias=bias)
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
         # timm's PatchEmbed interface, for code that inspects it

@@ -26,15 +26,17 @@ class TrunkSpec:
     blocks: int | None  # how many of `features` to keep (None: all)
     channels: int  # channels of the kept blocks' output
     hidden: int  # hidden width of the trainable head
+    input_size: int = 224  # side of the image copy the trunk sees
 
 
 # Paper scorer for DeiT-Ti (MobileNetV3-Small) and DeiT-S (MobileNetV3-Large); ablation scorers.
 TRUNKS: dict[str, TrunkSpec] = {
     "mobilenetv3_small": TrunkSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights", None, 576, 16),
     "mobilenetv3_large": TrunkSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 16, 160, 192),
-    "mnasnet": TrunkSpec("mnasnet1_0", "MNASNet1_0_Weights", None, 1280, 16),
-    "squeezenet": TrunkSpec("squeezenet1_0", "SqueezeNet1_0_Weights", None, 512, 16),
-    "efficientnet_b0": TrunkSpec("efficientnet_b0", "EfficientNet_B0_Weights", None, 1280, 16),
+    "mnasnet": TrunkSpec("mnasnet0_5", "MNASNet0_5_Weights", None, 1280, 16),
+    "squeezenet": TrunkSpec("squeezenet1_1", "SqueezeNet1_1_Weights", None, 512, 16),
+    # the ablation's EfficientNet-B0 cost (+1.15 GMACs) is that of its trunk on a 384-px copy
+    "efficientnet_b0": TrunkSpec("efficientnet_b0", "EfficientNet_B0_Weights", None, 1280, 16, 384),
 }
 SCORERS = ("cnn", *TRUNKS)
 
@@ -96,6 +98,7 @@ class TrunkScorer(nn.Module):
         self.trunk = layers[: spec.blocks] if spec.blocks else layers
         self.head = ScoreHead(spec.channels, spec.hidden)
         self.name = name
+        self.input_size = spec.input_size
         self.frozen = pretrained if freeze is None else freeze
         if self.frozen:
             self.trunk.requires_grad_(False)
@@ -122,6 +125,7 @@ class SmallCNNScorer(nn.Module):
         )
         self.head = ScoreHead(width, hidden)
         self.name = "cnn"
+        self.input_size = 224
 
     def forward(self, x: Tensor, grid: int) -> Tensor:
         return self.head(self.trunk(x), grid)

@@ -1,0 +1,1 @@
+"""Measurement: complexity counts, throughput and memory benchmarks."""

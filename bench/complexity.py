@@ -1,0 +1,138 @@
+"""Parameters and multiply-accumulates (GMACs) of any registered model at its input size.
+
+Convention (the DeiT/timm one, which the DART paper's "GFLOPs" follow): one multiply-add = one MAC.
+`torch.utils.flop_counter.FlopCounterMode` reports 2 FLOPs per MAC, so we halve it. Attention is
+counted unfused (timm's `fused_attn` off), since FlopCounterMode does not see the fused kernel's
+matmuls on CPU. Work that FlopCounterMode cannot see (e.g. a selective scan built from
+elementwise ops) is added by modules that define `uncounted_macs(*inputs, output=...)`.
+
+    python -m bench.complexity deit_small_patch16_224 dart_deit_small_patch16_224 --out counts.csv
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+FIELDS = ["model", "model_kwargs", "params_m", "trainable_params_m", "gmacs", "input_shape", "num_tokens",
+          "img_size"]
+
+
+def _unfuse_attention(model: nn.Module) -> None:
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+
+
+def input_shape_of(model: nn.Module) -> tuple[int, ...]:
+    """(C, H, W) the model was built for, from its tokenizer or timm's pretrained cfg."""
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and getattr(pe, "img_size", None) is not None:
+        h, w = pe.img_size if not isinstance(pe.img_size, int) else (pe.img_size, pe.img_size)
+        return (getattr(pe, "in_chans", 3) if hasattr(pe, "in_chans") else 3, h, w)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("input_size", (3, 224, 224)))
+
+
+def count_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Params and GMACs of one forward pass of `model` on a batch of one input of `input_shape`."""
+    model.eval()
+    _unfuse_attention(model)
+    extra = [0]
+
+    def hook(mod, args, output):
+        extra[0] += int(mod.uncounted_macs(*args, output=output))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if hasattr(m, "uncounted_macs")]
+    try:
+        x = torch.zeros(1, *input_shape)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    macs = counter.get_total_flops() / 2 + extra[0]
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    pe = getattr(model, "patch_embed", None)
+    tokens = getattr(pe, "num_tokens", None) or getattr(pe, "num_patches", None)
+    return {"params_m": params / 1e6, "trainable_params_m": trainable / 1e6, "gmacs": macs / 1e9,
+            "input_shape": "x".join(str(s) for s in input_shape), "num_tokens": tokens,
+            "img_size": input_shape[-1]}
+
+
+def count(model_name: str, **model_kwargs) -> dict:
+    """Build a registered model (random weights, 1000 classes unless given) and count it."""
+    import timm
+    import dart  # noqa: F401  (registers the DART models)
+    model_kwargs.setdefault("num_classes", 1000)
+    model = timm.create_model(model_name, pretrained=False, **model_kwargs)
+    out = count_model(model, input_shape_of(model))
+    return {"model": model_name, "model_kwargs": json.dumps(model_kwargs, sort_keys=True), **out}
+
+
+def parse_kwargs(text: str) -> dict:
+    """JSON object, or comma-separated key=value pairs whose values are parsed as JSON when they can be."""
+    text = (text or "").strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        return json.loads(text)
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"model kwarg {part!r} is not key=value")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def write_csv_atomic(rows: list[dict], path: str, fields: list[str]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.complexity",
+        description="Count parameters (M) and multiply-accumulates (GMACs, = the papers' 'GFLOPs') of "
+                    "registered timm/DART models at their input size, attention unfused.")
+    p.add_argument("models", nargs="+", help="registered model names; NAME:key=val,key=val adds kwargs "
+                                             "for that model (e.g. dart_deit_tiny_patch16_224:scorer=mnasnet)")
+    p.add_argument("--model-kwargs", default="", help="kwargs for every model: JSON or key=val,key=val")
+    p.add_argument("--out", help="CSV to write (atomically); printed to stdout otherwise")
+    args = p.parse_args(argv)
+    common = parse_kwargs(args.model_kwargs)
+    rows = []
+    for spec in args.models:
+        name, _, own = spec.partition(":")
+        row = count(name, **{**common, **parse_kwargs(own)})
+        rows.append(row)
+        print(f"{name:40s} {row['params_m']:8.2f} M params {row['gmacs']:8.3f} GMACs "
+              f"input {row['input_shape']} tokens {row['num_tokens']}", file=sys.stderr)
+    if args.out:
+        write_csv_atomic(rows, args.out, FIELDS)
+    else:
+        w = csv.DictWriter(sys.stdout, fieldnames=FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
