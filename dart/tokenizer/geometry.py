@@ -126,9 +126,10 @@ def patch_rects(row_bounds: Tensor, patch_bounds: Tensor, grid: int, height: int
     """
     rows = row_bounds.shape[1] - 1
     start, end = patch_bounds[:, :-1], patch_bounds[:, 1:]
-    band = torch.div(start, grid, rounding_mode="floor").clamp(0, rows - 1)
+    # a start a rounding error short of a band edge belongs to the next band
+    band = torch.div(start + 1e-7 * grid, grid, rounding_mode="floor").clamp(0, rows - 1)
     band_end = band * grid + grid
-    x0 = start - band * grid
+    x0 = (start - band * grid).clamp_min(0.0)
     x1 = torch.minimum(end, band_end) - band * grid
     y0 = row_bounds.gather(1, band.long())
     y1 = row_bounds.gather(1, (band + 1).long().clamp(max=rows))

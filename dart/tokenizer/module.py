@@ -99,6 +99,17 @@ class DART(nn.Module):
             x, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
         return score_activation(self.scorer(xs, self.grid), self.score_norm, self.score_gate)
 
+    def uncounted_macs(self, x: Tensor, *args, output=None, **kwargs) -> int:
+        """Multiply-adds that FlopCounterMode does not see (bench.complexity adds them): bilinear
+        resampling at 4 MACs per output value, for the patches and the scorer's copy of the image.
+        The position-table resampling is two matmuls, which FlopCounterMode counts itself; the
+        geometry is O(B*N*g) elementwise work and is left out."""
+        B, C = x.shape[:2]
+        s = self.scorer_input_size
+        resize = 0 if tuple(x.shape[-2:]) == (s, s) else 4 * B * C * s * s
+        patches = 4 * B * C * self.num_tokens * self.patch_size ** 2
+        return resize + patches
+
     def forward(self, x: Tensor, scores: Optional[Tensor] = None, pos_embed: Optional[Tensor] = None,
                 return_partition: bool = False):
         """Tokens (B, N, D); with `return_partition`, also the `Partition`.

@@ -1,0 +1,87 @@
+"""Params and GMACs against the published DeiT rows (attention unfused, 1 MAC = 2 FLOPs)."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import dart  # noqa: F401
+from bench import complexity
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "published.csv"
+
+
+def published_rows(prefix):
+    with open(PUBLISHED) as f:
+        rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#"))]
+    seen, out = set(), []
+    for r in rows:
+        key = (r["model"], r["model_kwargs"])
+        if r["model"] and (r["model"].startswith(prefix) or r["model"].startswith("dart_" + prefix)) \
+                and r["params_m"] and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+DEIT_ROWS = published_rows("deit_")
+
+
+def test_deit_rows_are_all_there():
+    names = {r["model"] for r in DEIT_ROWS}
+    assert {"deit_tiny_patch16_224", "dart_deit_tiny_patch16_224", "deit_small_patch16_224",
+            "dart_deit_small_patch16_224", "deit_small_patch16_384", "dart_deit_small_patch16_224_392"} <= names
+
+
+@pytest.mark.parametrize("row", DEIT_ROWS, ids=lambda r: r["model"] + (":" + r["model_kwargs"] if r["model_kwargs"] else ""))
+def test_params_and_gmacs_match_the_paper(row):
+    got = complexity.count(row["model"], **complexity.parse_kwargs(row["model_kwargs"]))
+    assert abs(got["params_m"] - float(row["params_m"])) <= 1.0, got
+    assert abs(got["gmacs"] - float(row["gflops"])) <= 0.05 * float(row["gflops"]), got
+    assert got["num_tokens"] == int(row["patches"])
+
+
+@pytest.mark.parametrize("name,gmacs", [("deit_tiny_patch16_224", 1.254), ("deit_small_patch16_224", 4.599),
+                                        ("deit_base_patch16_224", 17.564)])
+def test_timm_deit_counts_as_the_deit_paper(name, gmacs):
+    assert complexity.count(name)["gmacs"] == pytest.approx(gmacs, abs=0.002)
+
+
+def test_scorer_and_sampling_are_counted():
+    import timm
+    dart_model = timm.create_model("dart_deit_tiny_patch16_224")
+    grid = complexity.count("deit_tiny_patch16_224")
+    ours = complexity.count_model(dart_model, (3, 448, 448))
+    class Scorer(torch.nn.Module):  # the scorer on the 224-px copy, giving the 14x14 map
+        def __init__(self, scorer):
+            super().__init__()
+            self.scorer = scorer
+
+        def forward(self, x):
+            return self.scorer(x, 14)
+
+    scorer = complexity.count_model(Scorer(dart_model.patch_embed.scorer), (3, 224, 224))
+    sampling = dart_model.patch_embed.uncounted_macs(torch.zeros(1, 3, 448, 448)) / 1e9
+    pos_resampling = (14 * 14 * 14 * 192 + 196 * 14 * 14 * 192) / 1e9  # rows, then the raster sequence
+    extra = ours["gmacs"] - grid["gmacs"]
+    # the DART model costs the grid model + scorer + patch and position resampling
+    assert extra == pytest.approx(scorer["gmacs"] + sampling + pos_resampling, abs=1e-5)
+    assert sampling > 0
+    assert ours["params_m"] - grid["params_m"] == pytest.approx(scorer["params_m"], abs=1e-6)
+
+
+def test_cli_writes_csv(tmp_path):
+    out = tmp_path / "c.csv"
+    complexity.main(["deit_tiny_patch16_224", "dart_deit_tiny_patch16_224:img_size=64,num_tokens=16,scorer=cnn",
+                     "--model-kwargs", '{"num_classes": 10}', "--out", str(out)])
+    rows = list(csv.DictReader(open(out)))
+    assert [r["model"] for r in rows] == ["deit_tiny_patch16_224", "dart_deit_tiny_patch16_224"]
+    assert json.loads(rows[1]["model_kwargs"]) == {"img_size": 64, "num_tokens": 16, "scorer": "cnn", "num_classes": 10}
+    assert rows[1]["num_tokens"] == "16" and rows[1]["img_size"] == "64"
+    assert float(rows[0]["gmacs"]) == pytest.approx(1.254 - 0.0007, abs=0.01)  # 10 classes: smaller head
+
+
+def test_bad_kwargs_are_named():
+    with pytest.raises(ValueError, match="not key=value"):
+        complexity.parse_kwargs("img_size")

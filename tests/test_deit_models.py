@@ -1,0 +1,66 @@
+"""Every registered DART DeiT name builds, runs forward and backward, and honours its kwargs."""
+import pytest
+import timm
+import torch
+
+import dart  # noqa: F401
+from dart.models import deit as dart_deit
+
+DEIT_NAMES = sorted(n for n in dart_deit.default_cfgs if n.startswith("dart_"))
+
+
+def test_interface_names_are_registered():
+    expected = {"dart_deit_tiny_patch16_224", "dart_deit_small_patch16_224", "dart_deit_tiny_patch16_224_121",
+                "dart_deit_small_patch16_224_144", "dart_deit_small_patch16_224_288",
+                "dart_deit_small_patch16_224_392", "deit_small_patch16_384"}
+    assert expected <= set(timm.list_models())
+
+
+@pytest.mark.parametrize("name", DEIT_NAMES)
+def test_small_build_forward_backward(name):
+    model = timm.create_model(name, img_size=64, num_tokens=12, scorer="cnn", depth=1, embed_dim=32,
+                              num_heads=2, num_classes=5)
+    out = model(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert model.patch_embed.proj.weight.grad is not None
+    assert model.pretrained_cfg["input_size"] == (3, 64, 64)
+
+
+@pytest.mark.parametrize("name,tokens", [("dart_deit_tiny_patch16_224", 196), ("dart_deit_tiny_patch16_224_121", 121),
+                                         ("dart_deit_small_patch16_224_288", 288)])
+def test_paper_defaults(name, tokens):
+    model = timm.create_model(name)
+    assert model.patch_embed.num_tokens == tokens
+    assert model.patch_embed.img_size == (448, 448)  # the paper feeds a 2x image
+    assert model.patch_embed.scorer_input_size == 224
+    assert model.pos_embed.shape[1] == 1 + 14 * 14
+    assert model.pretrained_cfg["input_size"] == (3, 448, 448)
+
+
+def test_full_size_forward_gives_the_paper_token_count():
+    model = timm.create_model("dart_deit_tiny_patch16_224", depth=1).eval()
+    with torch.no_grad():
+        feats = model.forward_features(torch.rand(1, 3, 448, 448))
+    assert feats.shape == (1, 197, 192)
+
+
+def test_pretrained_weights_are_refused_with_a_pointer():
+    with pytest.raises(ValueError, match="dart.evaluate --checkpoint"):
+        timm.create_model("dart_deit_tiny_patch16_224", pretrained=True)
+
+
+def test_scorer_module_can_be_passed():
+    from dart.tokenizer import SmallCNNScorer
+    scorer = SmallCNNScorer(width=8, hidden=8)
+    model = timm.create_model("dart_deit_tiny_patch16_224", img_size=64, num_tokens=16, scorer=scorer, depth=1)
+    assert model.patch_embed.scorer is scorer
+
+
+def test_state_dict_round_trip():
+    kw = dict(img_size=64, num_tokens=16, scorer="cnn", depth=1, embed_dim=32, num_heads=2, num_classes=3)
+    a, b = timm.create_model("dart_deit_tiny_patch16_224", **kw), timm.create_model("dart_deit_tiny_patch16_224", **kw)
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    a.eval(), b.eval()
+    assert torch.equal(a(x), b(x))

@@ -1,0 +1,117 @@
+"""The quantile partition: inverse CDF, equal-mass cuts, rectangles, position resampling."""
+import math
+
+import pytest
+import torch
+
+from dart.tokenizer import geometry
+
+
+def brute_force_inverse_cdf(density, level):
+    """Walk the cells one by one until the running mass passes the level."""
+    total = sum(density)
+    target = level * total
+    run = 0.0
+    for i, m in enumerate(density):
+        if run + m > target or i == len(density) - 1:
+            return i + min(max((target - run) / m, 0.0), 1.0)
+        run += m
+
+
+@pytest.mark.parametrize("length", [1, 5, 14, 33])
+def test_inverse_cdf_matches_brute_force(length):
+    g = torch.Generator().manual_seed(length)
+    density = torch.rand(4, length, generator=g, dtype=torch.float64) + 0.01
+    density[1, : length // 2] *= 50  # strongly skewed image
+    levels = torch.rand(9, generator=g, dtype=torch.float64)
+    got = geometry.inverse_cdf(density, levels)
+    for b in range(density.shape[0]):
+        for k, q in enumerate(levels.tolist()):
+            want = brute_force_inverse_cdf(density[b].tolist(), q)
+            assert got[b, k].item() == pytest.approx(want, abs=1e-9), (b, k)
+
+
+def test_quantile_bounds_cut_equal_masses():
+    density = torch.rand(3, 20, dtype=torch.float64) + 0.05
+    bounds = geometry.quantile_bounds(density, 7)
+    assert torch.all(bounds[:, 1:] > bounds[:, :-1])
+    assert bounds[:, 0].eq(0).all() and bounds[:, -1].eq(20).all()
+    masses = geometry.overlap_weights(bounds, 20) @ density[..., None]
+    expected = density.sum(-1, keepdim=True)[..., None] / 7
+    assert torch.allclose(masses, expected.expand_as(masses), atol=1e-12)
+
+
+def test_inverse_cdf_is_differentiable():
+    density = (torch.rand(2, 10, dtype=torch.float64) + 0.1).requires_grad_()
+    levels = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda d: geometry.inverse_cdf(d, levels), (density,))
+
+
+@pytest.mark.parametrize("num_tokens,rows", [(121, 11), (144, 12), (196, 14), (288, 17), (392, 20), (1, 1), (2, 1)])
+def test_rows_for_tokens(num_tokens, rows):
+    assert geometry.rows_for_tokens(num_tokens) == rows
+
+
+@pytest.mark.parametrize("grid,num_tokens", [(14, 196), (14, 16), (14, 392), (8, 288)])
+def test_uniform_scores_give_the_standard_grid(grid, num_tokens):
+    scores = torch.ones(2, grid, grid, dtype=torch.float64)
+    rows = geometry.rows_for_tokens(num_tokens)
+    row_b, patch_b, band = geometry.partition(scores, num_tokens)
+    assert torch.allclose(row_b, torch.linspace(0, grid, rows + 1, dtype=torch.float64).expand_as(row_b), atol=1e-9)
+    assert torch.allclose(patch_b, torch.linspace(0, rows * grid, num_tokens + 1, dtype=torch.float64)
+                          .expand_as(patch_b), atol=1e-9)
+    assert torch.allclose(band.sum((1, 2)), torch.ones(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("num_tokens", [196, 288, 30])
+def test_partition_gives_equal_mass_rows_and_patches(num_tokens):
+    torch.manual_seed(num_tokens)
+    scores = torch.rand(3, 14, 14, dtype=torch.float64) + 0.1
+    scores[0, 2:5, 9:12] += 20
+    row_b, patch_b, band = geometry.partition(scores, num_tokens)
+    rows = row_b.shape[1] - 1
+    p = geometry.normalize_scores(scores)
+    row_mass = geometry.overlap_weights(row_b, 14) @ p.sum(-1, keepdim=True)
+    assert torch.allclose(row_mass, torch.full_like(row_mass, 1 / rows), atol=1e-10)
+    patch_mass = geometry.overlap_weights(patch_b, rows * 14) @ band.flatten(1)[..., None]
+    assert torch.allclose(patch_mass, torch.full_like(patch_mass, 1 / num_tokens), atol=1e-10)
+    # dense rows are thin: bands over the hot spot of image 0 are under half the uniform height
+    heights = row_b[0, 1:] - row_b[0, :-1]
+    assert heights[(row_b[0, :-1] >= 2) & (row_b[0, 1:] <= 5)].max() < 0.5 * 14 / rows
+
+
+@pytest.mark.parametrize("num_tokens", [196, 288, 3])
+def test_rects_tile_the_image(num_tokens):
+    torch.manual_seed(0)
+    scores = torch.rand(2, 14, 14, dtype=torch.float64) + 0.1
+    row_b, patch_b, _ = geometry.partition(scores, num_tokens)
+    rects = geometry.patch_rects(row_b, patch_b, 14, 448, 448)
+    assert rects.shape == (2, num_tokens, 2, 4)
+    area = ((rects[..., 2] - rects[..., 0]).clamp_min(0) * (rects[..., 3] - rects[..., 1]).clamp_min(0)).sum((1, 2))
+    assert torch.allclose(area, torch.full_like(area, 448.0 * 448.0), rtol=1e-9)
+    assert rects.min() >= -1e-9 and rects.max() <= 448 + 1e-9
+    if num_tokens == rows_sq(num_tokens):  # a square budget never straddles two bands
+        assert (rects[:, :, 1, 2] - rects[:, :, 1, 0]).abs().max() < 1e-6
+
+
+def rows_sq(n):
+    r = geometry.rows_for_tokens(n)
+    return r * r
+
+
+def test_pos_embed_resampling_is_identity_on_the_standard_grid():
+    table = torch.randn(196, 8)
+    row_b, patch_b, _ = geometry.partition(torch.ones(2, 14, 14, dtype=torch.float64), 196)
+    pos = geometry.resample_pos_embed(table, row_b, patch_b)
+    assert torch.allclose(pos, table.expand(2, -1, -1), atol=1e-5)
+
+
+def test_pos_embed_resampling_averages_covered_cells():
+    table = torch.arange(16, dtype=torch.float64)[:, None].repeat(1, 3)  # value = cell index
+    row_b, patch_b, _ = geometry.partition(torch.ones(1, 4, 4, dtype=torch.float64), 4)
+    pos = geometry.resample_pos_embed(table, row_b, patch_b)
+    # 2x2 tokens over a 4x4 table: each token is the mean of a 2x2 block of cells
+    want = torch.tensor([(0 + 1 + 4 + 5) / 4, (2 + 3 + 6 + 7) / 4, (8 + 9 + 12 + 13) / 4, (10 + 11 + 14 + 15) / 4],
+                        dtype=torch.float64)
+    assert torch.allclose(pos[0, :, 0], want)
+    assert math.isclose(pos[0, :, 0].mean().item(), table[:, 0].mean().item())
