@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         name, _, own = spec.partition(":")
         row = count(name, **{**common, **parse_kwargs(own)})
         rows.append(row)
-        print(f"{name:40s} {row['params_m']:8.2f} M params {row['gmacs']:8.3f} GMACs "
+        print(f"{spec:40s} {row['params_m']:8.2f} M params {row['gmacs']:8.3f} GMACs "
               f"input {row['input_shape']} tokens {row['num_tokens']}", file=sys.stderr)
     if args.out:
         write_csv_atomic(rows, args.out, FIELDS)
