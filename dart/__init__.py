@@ -4,7 +4,8 @@
 works in any code.
 """
 from . import models  # noqa: F401  (registers the models with timm)
+from . import viz
 from .tokenizer import DART, Partition
 
 __version__ = "0.1.0"
-__all__ = ["DART", "Partition", "models", "__version__"]
+__all__ = ["DART", "Partition", "models", "viz", "__version__"]
