@@ -115,3 +115,27 @@ def test_pos_embed_resampling_averages_covered_cells():
                         dtype=torch.float64)
     assert torch.allclose(pos[0, :, 0], want)
     assert math.isclose(pos[0, :, 0].mean().item(), table[:, 0].mean().item())
+
+
+@pytest.mark.parametrize("num_tokens", [196, 288, 7])
+def test_pos_embed_resampling_equals_the_dense_overlap_average(num_tokens):
+    """Against the definition: band rows, then raster cells, averaged with overlap-length weights."""
+    torch.manual_seed(num_tokens)
+    table = torch.randn(196, 6, dtype=torch.float64)
+    scores = torch.rand(2, 14, 14, dtype=torch.float64) + 0.1
+    scores[1, 5:9, 2:4] += 30
+    row_b, patch_b, _ = geometry.partition(scores, num_tokens)
+    w_rows = geometry.overlap_weights(row_b, 14)
+    bands = ((w_rows / w_rows.sum(-1, keepdim=True)) @ table.view(14, -1)).view(2, -1, 6)
+    w_seq = geometry.overlap_weights(patch_b, bands.shape[1])
+    dense = (w_seq / w_seq.sum(-1, keepdim=True)) @ bands
+    assert torch.allclose(geometry.resample_pos_embed(table, row_b, patch_b), dense, atol=1e-10)
+
+
+def test_pos_embed_resampling_is_differentiable():
+    # a budget that is not a square keeps patch edges off the band seams, where F has a kink
+    table = torch.randn(36, 3, dtype=torch.float64, requires_grad=True)
+    row_b, patch_b, _ = geometry.partition(torch.rand(1, 6, 6, dtype=torch.float64) + 0.1, 7)
+    row_b.requires_grad_()
+    patch_b.requires_grad_()
+    assert torch.autograd.gradcheck(geometry.resample_pos_embed, (table, row_b, patch_b))

@@ -99,21 +99,34 @@ def partition(scores: Tensor, num_tokens: int, rows: int | None = None) -> tuple
 def resample_pos_embed(pos_embed: Tensor, row_bounds: Tensor, patch_bounds: Tensor) -> Tensor:
     """Resample a (g*g, D) or (1, g*g, D) position table with the partition's geometry -> (B, N, D).
 
-    First over the new row bands (overlap-weighted mean of the grid rows they cover), then along the
-    raster sequence with the patch intervals (overlap-weighted mean of the cells they cover).
+    Each band takes the overlap-weighted mean of the grid rows it covers; each patch then takes the
+    mean of the band cells its raster interval covers, i.e. (F(b) - F(a)) / (b - a) with F the
+    running integral along the raster sequence. F is read off per-band cumulative sums, so the cost
+    is O(B * rows * g^2 * D) rather than the O(B * N * rows * g * D) of a dense overlap matrix.
+    Computed in the bounds' dtype (float64 in DART), returned in the table's dtype.
     """
     table = pos_embed.reshape(-1, pos_embed.shape[-1])
     g = int(round(math.sqrt(table.shape[0])))
     if g * g != table.shape[0]:
         raise ValueError(f"position table of {table.shape[0]} entries is not a square grid")
-    dtype = table.dtype
-    w_rows = overlap_weights(row_bounds, g)
-    w_rows = w_rows / w_rows.sum(-1, keepdim=True).clamp_min(_EPS)
-    # (B, rows, g) x (g, g*D) -> (B, rows, g, D): each band's row of embeddings
-    bands = (w_rows.to(dtype) @ table.view(g, -1)).view(row_bounds.shape[0], -1, table.shape[-1])
-    w_seq = overlap_weights(patch_bounds, bands.shape[1])
-    w_seq = w_seq / w_seq.sum(-1, keepdim=True).clamp_min(_EPS)
-    return w_seq.to(dtype) @ bands
+    B, rows, D = row_bounds.shape[0], row_bounds.shape[1] - 1, table.shape[-1]
+    dt = torch.promote_types(row_bounds.dtype, torch.float32)
+    T = table.to(dt).view(g, g, D)
+    col_cum = torch.cat([T.new_zeros(g, 1, D), T.cumsum(1)], dim=1)  # (g, g+1, D)
+    w = overlap_weights(row_bounds.to(dt), g)
+    w = w / w.sum(-1, keepdim=True).clamp_min(_EPS)  # (B, rows, g)
+    bands = (w @ T.view(g, -1)).view(B, rows, g, D)  # band means per column
+    band_cum = (w @ col_cum.view(g, -1)).view(B, rows, g + 1, D)  # running integral within each band
+    before = torch.cat([T.new_zeros(B, 1, D), band_cum[:, :, g].cumsum(1)], dim=1)  # (B, rows+1, D)
+    t = patch_bounds.to(dt)
+    band = torch.div(t.detach(), g, rounding_mode="floor").long().clamp_(0, rows - 1)
+    x = t - band * g
+    col = x.detach().floor().long().clamp_(0, g - 1)
+    frac = (x - col)[..., None]
+    img = torch.arange(B, device=t.device)[:, None]
+    integral = before[img, band] + band_cum[img, band, col] + frac * bands[img, band, col]  # F(t), (B, N+1, D)
+    width = (t[:, 1:] - t[:, :-1]).clamp_min(_EPS)[..., None]
+    return ((integral[:, 1:] - integral[:, :-1]) / width).to(table.dtype)
 
 
 def patch_rects(row_bounds: Tensor, patch_bounds: Tensor, grid: int, height: int, width: int) -> Tensor:

@@ -102,8 +102,8 @@ class DART(nn.Module):
     def uncounted_macs(self, x: Tensor, *args, output=None, **kwargs) -> int:
         """Multiply-adds that FlopCounterMode does not see (bench.complexity adds them): bilinear
         resampling at 4 MACs per output value, for the patches and the scorer's copy of the image.
-        The position-table resampling is two matmuls, which FlopCounterMode counts itself; the
-        geometry is O(B*N*g) elementwise work and is left out."""
+        The geometry and the position-table resampling are O(B*N*D) running sums and gathers,
+        negligible beside these, and left out."""
         B, C = x.shape[:2]
         s = self.scorer_input_size
         resize = 0 if tuple(x.shape[-2:]) == (s, s) else 4 * B * C * s * s
@@ -123,6 +123,7 @@ class DART(nn.Module):
         else:
             self.check_scores(scores, x.shape[0])
         with torch.autocast(x.device.type, enabled=False):  # geometry in fp32
+            # float64 keeps the cumulative sums exact enough that uniform scores give the exact grid
             row_b, patch_b, _ = geometry.partition(scores.double(), self.num_tokens, self.rows)
             grid = sampling.sampling_grid(row_b, patch_b, self.grid, self.patch_size)
         patches = sampling.sample_patches(x, grid, self.patch_size)
