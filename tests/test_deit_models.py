@@ -64,3 +64,15 @@ def test_state_dict_round_trip():
     x = torch.rand(2, 3, 64, 64)
     a.eval(), b.eval()
     assert torch.equal(a(x), b(x))
+
+
+def test_forward_intermediates_gives_tokens():
+    model = timm.create_model("dart_deit_tiny_patch16_224", img_size=64, num_tokens=16, scorer="cnn", depth=3,
+                              embed_dim=32, num_heads=2).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x, indices=2)
+        assert [t.shape for t in inter] == [(2, 16, 32), (2, 16, 32)]
+        assert torch.allclose(final, model.forward_features(x))
+    with pytest.raises(ValueError, match="not on a grid"):
+        model.forward_intermediates(x, output_fmt="NCHW")

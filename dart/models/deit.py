@@ -71,8 +71,34 @@ class DartVisionTransformer(VisionTransformer):
             x = self.blocks(x)
         return self.norm(x)
 
-    def forward_intermediates(self, *args, **kwargs):
-        raise NotImplementedError("use forward_features or tokenize; intermediates assume a grid layout")
+    def forward_intermediates(self, x: Tensor, indices=None, return_prefix_tokens: bool = False,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NLC",
+                              intermediates_only: bool = False, **kwargs):
+        """timm's intermediates API, tokens only ('NLC'): DART tokens lie on no grid, so there is no
+        NCHW map; `tokenize` gives the partition whose `rects` place each token in the image."""
+        if output_fmt != "NLC":
+            raise ValueError("DART tokens are not on a grid: use output_fmt='NLC' and the partition "
+                             "from model.tokenize(x) to map them back to the image")
+        if kwargs.get("attn_mask") is not None or kwargs.get("is_causal") or kwargs.get("output_dict"):
+            raise ValueError("attn_mask, is_causal and output_dict are not supported by DART models")
+        from timm.models._features import feature_take_indices
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x, _ = self.tokenize(x)
+        x = self.norm_pre(self.patch_drop(x))
+        blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
+        intermediates = []
+        for i, blk in enumerate(blocks):
+            x = blk(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        n = self.num_prefix_tokens
+        prefix = [y[:, :n] for y in intermediates]
+        intermediates = [y[:, n:] for y in intermediates]
+        if return_prefix_tokens:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
 
 
 def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> DartVisionTransformer:
