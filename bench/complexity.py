@@ -6,6 +6,10 @@ counted unfused (timm's `fused_attn` off), since FlopCounterMode does not see th
 matmuls on CPU. Work that FlopCounterMode cannot see (e.g. a selective scan built from
 elementwise ops) is added by modules that define `uncounted_macs(*inputs, output=...)`.
 
+`gmacs` is our full count. `gmacs_paper` is the same model counted the way its published row was:
+equal to `gmacs` for ViTs; for Mamba models, whose published rows leave out parts of the mixer
+(see docs/mamba.md), the model's `paper_macs_convention`, named in `macs_convention`.
+
     python -m bench.complexity deit_small_patch16_224 dart_deit_small_patch16_224 --out counts.csv
 """
 from __future__ import annotations
@@ -21,8 +25,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-FIELDS = ["model", "model_kwargs", "params_m", "trainable_params_m", "gmacs", "input_shape", "num_tokens",
-          "img_size"]
+FIELDS = ["model", "model_kwargs", "params_m", "trainable_params_m", "gmacs", "gmacs_paper", "macs_convention",
+          "input_shape", "num_tokens", "img_size"]
 
 
 def _unfuse_attention(model: nn.Module) -> None:
@@ -63,7 +67,13 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     pe = getattr(model, "patch_embed", None)
     tokens = getattr(pe, "num_tokens", None) or getattr(pe, "num_patches", None)
+    convention, paper_macs = "full", macs
+    if hasattr(model, "paper_macs_convention") and hasattr(model, "layers_macs"):
+        convention = model.paper_macs_convention
+        length = model.sequence_length()
+        paper_macs = macs - model.layers_macs(length, "full") + model.layers_macs(length, convention)
     return {"params_m": params / 1e6, "trainable_params_m": trainable / 1e6, "gmacs": macs / 1e9,
+            "gmacs_paper": paper_macs / 1e9, "macs_convention": convention,
             "input_shape": "x".join(str(s) for s in input_shape), "num_tokens": tokens,
             "img_size": input_shape[-1]}
 

@@ -63,9 +63,12 @@ def test_scorer_and_sampling_are_counted():
 
     scorer = complexity.count_model(Scorer(dart_model.patch_embed.scorer), (3, 224, 224))
     sampling = dart_model.patch_embed.uncounted_macs(torch.zeros(1, 3, 448, 448)) / 1e9
+    # position table: band means and band running sums, (rows x g) @ (g x g*D) and (g x (g+1)*D)
+    pos_resampling = 14 * 14 * (14 * 192 + 15 * 192) / 1e9
+    rebinning = 14 * 14 * 14 / 1e9  # score mass into the row bands, (rows x g) @ (g x g)
     extra = ours["gmacs"] - grid["gmacs"]
-    # the DART model costs the grid model + scorer + resampling
-    assert extra == pytest.approx(scorer["gmacs"] + sampling, abs=1e-5)
+    # the DART model costs the grid model + scorer + patch and position resampling
+    assert extra == pytest.approx(scorer["gmacs"] + sampling + pos_resampling + rebinning, abs=1e-7)
     assert sampling > 0
     assert ours["params_m"] - grid["params_m"] == pytest.approx(scorer["params_m"], abs=1e-6)
 

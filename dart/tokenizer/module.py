@@ -102,8 +102,8 @@ class DART(nn.Module):
     def uncounted_macs(self, x: Tensor, *args, output=None, **kwargs) -> int:
         """Multiply-adds that FlopCounterMode does not see (bench.complexity adds them): bilinear
         resampling at 4 MACs per output value, for the patches and the scorer's copy of the image.
-        The geometry and the position-table resampling are O(B*N*D) running sums and gathers,
-        negligible beside these, and left out."""
+        The position-table resampling's two small matmuls are counted by FlopCounterMode itself;
+        the geometry (O(B*N*g) sums and gathers) is negligible and left out."""
         B, C = x.shape[:2]
         s = self.scorer_input_size
         resize = 0 if tuple(x.shape[-2:]) == (s, s) else 4 * B * C * s * s

@@ -31,8 +31,11 @@ class TrunkSpec:
 
 # Paper scorer for DeiT-Ti (MobileNetV3-Small) and DeiT-S (MobileNetV3-Large); ablation scorers.
 TRUNKS: dict[str, TrunkSpec] = {
-    "mobilenetv3_small": TrunkSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights", None, 576, 16),
-    "mobilenetv3_large": TrunkSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 16, 160, 192),
+    # the official scorers' cut points and head widths (so official weights map onto these)
+    "mobilenetv3_small": TrunkSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights", 11, 96, 96),
+    "mobilenetv3_large": TrunkSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 15, 160, 160),
+    # DART Vim-S is published at +3M params over Vim-S (DeiT-S: +2M): the whole Large trunk
+    "mobilenetv3_large_full": TrunkSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights", None, 960, 192),
     "mnasnet": TrunkSpec("mnasnet0_5", "MNASNet0_5_Weights", None, 1280, 16),
     "squeezenet": TrunkSpec("squeezenet1_1", "SqueezeNet1_1_Weights", None, 512, 16),
     # the ablation's EfficientNet-B0 cost (+1.15 GMACs) is that of its trunk on a 384-px copy

@@ -1,0 +1,64 @@
+"""Model construction from a run config, for train and evaluate alike."""
+from __future__ import annotations
+
+import logging
+
+import timm
+import torch.nn as nn
+
+import dart  # noqa: F401  (registers the DART models with timm)
+
+_log = logging.getLogger("dart")
+
+
+def _try_register_mamba() -> None:
+    """The Vim/VideoMamba families register on import; they may not exist in older trees."""
+    for mod in ("dart.models.vim", "dart.models.videomamba"):
+        try:
+            __import__(mod)
+        except ImportError:
+            pass
+
+
+def model_kwargs(cfg: dict) -> dict:
+    kw = dict(cfg["model"].get("kwargs") or {})
+    size = cfg["data"]["img_size"]
+    if "img_size" in kw and kw["img_size"] != size:
+        raise ValueError(f"config key 'model.kwargs.img_size' ({kw['img_size']}) differs from "
+                         f"'data.img_size' ({size}); set one of them")
+    kw["img_size"] = size
+    if cfg["task"] == "video":
+        frames = cfg["data"]["num_frames"]
+        if "num_frames" in kw and kw["num_frames"] != frames:
+            raise ValueError(f"config key 'model.kwargs.num_frames' ({kw['num_frames']}) differs from "
+                             f"'data.num_frames' ({frames})")
+        kw["num_frames"] = frames
+    return kw
+
+
+def build_model(cfg: dict) -> nn.Module:
+    name, task = cfg["model"]["name"], cfg["task"]
+    n = cfg["data"]["num_classes"]
+    _try_register_mamba()
+    kw = model_kwargs(cfg)
+    if task == "segmentation":
+        from ..models.segmentation import create_segmenter
+        dec = dict(cfg["model"].get("decoder") or {})
+        return create_segmenter(name, n, decoder=dec.pop("type", "mla"), **dec, **kw)
+    if not timm.is_model(name):
+        raise ValueError(f"config key 'model.name': unknown model {name!r} (not registered with timm)")
+    return timm.create_model(name, pretrained=False, num_classes=n, **kw)
+
+
+def input_shape(cfg: dict) -> tuple[int, ...]:
+    s = cfg["data"]["img_size"]
+    if cfg["task"] == "video":
+        return (3, cfg["data"]["num_frames"], s, s)
+    return (3, s, s)
+
+
+def num_tokens(model: nn.Module):
+    pe = getattr(model, "patch_embed", None)
+    if pe is None:
+        return None
+    return getattr(pe, "num_tokens", None) or getattr(pe, "num_patches", None)

@@ -1,0 +1,117 @@
+"""Evaluate a checkpoint on a config's validation set.
+
+    python -m dart.evaluate --config FILE --checkpoint PATH [--out FILE.json] [key.sub=value ...]
+
+PATH is a run checkpoint of ours (checkpoint_last.pt; `eval.use_ema=true` picks its EMA weights)
+or an official DART checkpoint (darvit-*.pth / darvim-*.pth), loaded through the key map in
+`dart.engine.keymap`, which reports the keys that did not map. Files are read with
+`torch.load(weights_only=True)`. Writes a JSON with the same metric keys as training's
+metrics.json (default <output_dir>/eval.json).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m dart.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None, help="YAML file or packaged config name")
+    ap.add_argument("--checkpoint", required=True, help="checkpoint_last.pt of a run, or an official .pth")
+    ap.add_argument("--out", default=None, help="output JSON (default <output_dir>/eval.json)")
+    ap.add_argument("--output-dir", default=None, help="overrides output_dir")
+    ap.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    return ap.parse_args(argv)
+
+
+def _strip(state: dict, prefix: str = "module.") -> dict:
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def load_weights(model, path: str, use_ema: bool, log) -> dict:
+    """Load `path` into `model`; returns a description for the JSON."""
+    from .engine import checkpoint as ckpt
+    from .engine.keymap import load_into
+    obj = ckpt.load(path)
+    if isinstance(obj, dict) and obj.get("format") == ckpt.FORMAT:
+        state = obj["model"]
+        which = "model"
+        if use_ema:
+            if obj.get("ema") is None:
+                raise ValueError(f"eval.use_ema is true but {path} has no EMA weights (train.ema was false)")
+            state, which = _strip(obj["ema"]), "ema"
+        model.load_state_dict(state)
+        return {"kind": "run", "weights": which, "epoch": obj["epoch"] + 1,
+                "loss_curve": obj["history"]["loss_curve"]}
+    report = load_into(model, obj)
+    msg = f"official checkpoint {path}: {report.summary()}"
+    (log.warning if not report.complete else log.info)(msg)
+    print(f"dart.evaluate: {msg}", file=sys.stderr)
+    return {"kind": "official", "keymap": report.as_dict(), "loss_curve": []}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from .engine.config import ConfigError, load_config
+    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"dart.evaluate: {e}", file=sys.stderr)
+        return 2
+    import torch
+    from .data import SkipLog, build_datasets
+    from .engine import checkpoint as ckpt
+    from .engine import distributed as dist_
+    from .engine.build import build_model, input_shape
+    from .engine.loop import ShardSampler, evaluate, make_loader, metric_record, setup_logging
+    from .engine.metrics import complexity
+
+    if cfg["train"]["threads"]:
+        torch.set_num_threads(cfg["train"]["threads"])
+    info = dist_.init(cfg["train"]["device"])
+    out = args.out or os.path.join(cfg["output_dir"], "eval.json")
+    log = setup_logging(os.path.dirname(os.path.abspath(out)), info.is_main, filename="eval.log")
+    try:
+        try:
+            _, val_ds, data_info = build_datasets(
+                cfg, barrier=(lambda: dist_.barrier(info)) if info.enabled else None, is_main=info.is_main,
+                progress=info.is_main)
+            model = build_model(cfg)
+            cx = complexity(copy.deepcopy(model).cpu(), input_shape(cfg)) if info.is_main else {}
+            source = load_weights(model, args.checkpoint, cfg["eval"]["use_ema"], log)
+        except (FileNotFoundError, ValueError, TypeError) as e:
+            print(f"dart.evaluate: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        model.to(info.device)
+        loader = make_loader(val_ds, cfg["eval"]["batch_size"], ShardSampler(len(val_ds), info.rank, info.world_size),
+                             cfg["data"]["num_workers"], False, info.device)
+        skips = SkipLog(log)
+        t0 = time.perf_counter()
+        res = evaluate(model, loader, cfg, info, skips, cfg["eval"]["max_batches"])
+        wall = time.perf_counter() - t0
+        skipped = {p: r for d in dist_.all_gather_object(skips.paths, info) for p, r in d.items()}
+        record = {
+            **metric_record(cfg, model, data_info, info), **res,
+            "loss_curve": source.pop("loss_curve"), "images_per_s": res["eval_images_per_s"], "wall_s": wall,
+            "params_m": cx.get("params_m"), "gmacs": cx.get("gmacs"), "skipped_files": len(skipped),
+            "skipped_paths": sorted(skipped)[:100], "checkpoint": os.path.abspath(args.checkpoint),
+            "source": source,
+        }
+        if cfg["task"] != "segmentation":
+            record.setdefault("top5", None)
+        if info.is_main:
+            ckpt.write_json_atomic(record, out)
+            key = "miou" if cfg["task"] == "segmentation" else "top1"
+            log.info("eval: %s %.2f on %d samples, %.1f img/s -> %s", key, record[key], record["val_samples"],
+                     record["images_per_s"], out)
+    finally:
+        dist_.shutdown(info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

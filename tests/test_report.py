@@ -1,0 +1,210 @@
+"""The aggregation (verdicts, claims) and the HTML report, on small synthetic results (no torch)."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+
+import aggregate  # noqa: E402
+import plan  # noqa: E402
+import report  # noqa: E402
+
+TOL = {"params_m": 1.0, "gmacs_rel": 0.05, "top1": 0.5, "speedup": 1.6}
+PUBLISHED = ROOT / "workflow" / "resources" / "published.csv"
+
+
+class Tables(HTMLParser):
+    """Every <table> of a page as a list of rows of cell texts, with its id; plus img sources."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.imgs, self.links, self.scripts = [], [], [], 0
+        self._stack, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self._stack.append({"id": a.get("id"), "data": a, "rows": []})
+        elif tag == "tr" and self._stack:
+            self._stack[-1]["rows"].append([])
+        elif tag in ("td", "th") and self._stack:
+            self._cell = []
+        elif tag == "img":
+            self.imgs.append(a.get("src", ""))
+        elif tag in ("link", "a") and a.get("href"):
+            self.links.append(a["href"])
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._stack:
+            self._stack[-1]["rows"][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table" and self._stack:
+            self.tables.append(self._stack.pop())
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(html: str) -> Tables:
+    p = Tables()
+    p.feed(html)
+    return p
+
+
+def test_verdict_rules():
+    assert aggregate.verdict("params_m", 6, 5.72, TOL) == (pytest.approx(-0.28), "matches")
+    assert aggregate.verdict("params_m", 24, 26.5, TOL)[1] == "differs"
+    assert aggregate.verdict("gmacs", 4.61, 4.599, TOL)[1] == "matches"
+    assert aggregate.verdict("gmacs", 1.08, 1.82, TOL)[1] == "differs"
+    assert aggregate.verdict("top1", 72.2, 72.6, TOL)[1] == "matches"
+    assert aggregate.verdict("top1", 72.2, 71.0, TOL)[1] == "differs"
+    assert aggregate.verdict("top1", 72.2, math.nan, TOL)[1] == "not run at this scale"
+    assert aggregate.verdict("gmacs", 1.3, math.nan, TOL)[1] == "not measured"
+    assert aggregate.verdict("patches", "196", 196, TOL)[1] == "matches"
+    assert aggregate.verdict("patches", "196", 392, TOL)[1] == "differs"
+
+
+def test_norm_kwargs_joins_published_rows():
+    assert aggregate.norm_kwargs("b=2, a=1") == "a=1,b=2"
+    assert aggregate.norm_kwargs(float("nan")) == ""
+    pub = aggregate.read_published(str(PUBLISHED))
+    assert set(pub["table"]) >= {"main", "dynamic_tokenizers", "scorer_ablation"}
+    assert "scorer=mnasnet" in set(pub["model_kwargs"])
+
+
+def _synthetic(tmp_path: Path):
+    """A complexity CSV per family as bench.complexity writes them, runs and a throughput sweep."""
+    experiments = {
+        "deit_small_384": {"scale": "paper", "model": "deit_small_patch16_384", "model_kwargs": "", "train": "x"},
+        "dart_deit_small_392": {"scale": "paper", "model": "dart_deit_small_patch16_224_392", "model_kwargs": "",
+                                "train": "x"},
+        "deit_base": {"scale": "paper", "model": "deit_base_patch16_224", "model_kwargs": "", "train": None},
+        "dart_deit_tiny_mnasnet": {"scale": "paper", "model": "dart_deit_tiny_patch16_224",
+                                   "model_kwargs": "scorer=mnasnet", "train": "x"},
+        "toy_cls_grid": {"scale": "toy", "task": "classification", "train": "toy_cls_grid"},
+        "toy_cls_dart": {"scale": "toy", "task": "classification", "train": "toy_cls_dart"},
+    }
+    groups = {"deit": ["deit_small_384", "dart_deit_small_392", "deit_base", "dart_deit_tiny_mnasnet"]}
+    comp = pd.DataFrame({
+        "model": ["deit_small_patch16_384", "dart_deit_small_patch16_224_392", "deit_base_patch16_224",
+                  "dart_deit_tiny_patch16_224"],
+        "model_kwargs": ['{"num_classes": 1000}'] * 3 + ['{"num_classes": 1000, "scorer": "mnasnet"}'],
+        "params_m": [22.2, 24.9, 86.6, 6.68], "trainable_params_m": [22.2, 24.9, 86.6, 6.68],
+        "gmacs": [15.49, 10.10, 17.56, 1.36], "input_shape": ["3x384x384", "3x448x448", "3x224x224", "3x448x448"],
+        "num_tokens": [576, 392, 196, 196], "img_size": [384, 448, 224, 448]})
+    (tmp_path / "complexity").mkdir()
+    comp.to_csv(tmp_path / "complexity" / "deit.csv", index=False)
+    metrics = []
+    for eid, top1 in (("toy_cls_grid", 41.0), ("toy_cls_dart", 55.5)):
+        d = tmp_path / "runs" / "toy" / eid / "seed0"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "task": "classification", "model": "x<script>alert(1)</script>", "top1": top1 - 1,
+            "loss_curve": [2.3, 1.9], "params_m": 0.5, "gmacs": 0.01, "num_tokens": 16, "img_size": 64,
+            "seed": 0, "epochs": 1, "wall_s": 12.0, "images_per_s": 100.0, "device": "cpu"}))
+        metrics.append(str(d / "metrics.json"))
+    evals = []
+    for eid, top1 in (("toy_cls_grid", 41.0), ("toy_cls_dart", 55.5)):
+        e = tmp_path / "results" / "toy" / "eval" / eid / "seed0.json"
+        e.parent.mkdir(parents=True)
+        e.write_text(json.dumps({"top1": top1, "top5": 90.0}))
+        evals.append(str(e))
+    bench = tmp_path / "results" / "toy" / "bench" / "headline.csv"
+    bench.parent.mkdir(parents=True)
+    pd.DataFrame({"model": ["dart_deit_small_patch16_224_392", "deit_base_patch16_224"] * 2,
+                  "batch_size": [1, 1, 4, 4], "mode": ["infer"] * 4, "status": ["ok"] * 4,
+                  "images_per_s": [9.0, 4.0, 10.0, 5.0], "latency_ms_median": [111, 250, 400, 800],
+                  "rss_peak_delta_mib": [100, 300, 200, 600], "device": ["cpu"] * 4}).to_csv(bench, index=False)
+    return experiments, groups, metrics, evals, [str(bench)]
+
+
+def test_aggregate_and_report(tmp_path):
+    experiments, groups, metrics, evals, benches = _synthetic(tmp_path)
+    out = tmp_path / "tidy"
+    paths = aggregate.aggregate(published=str(PUBLISHED), complexity=[str(tmp_path / "complexity" / "deit.csv")],
+                                metrics=metrics, evals=evals, benches=benches, experiments=experiments,
+                                groups=groups, scale="toy", tolerance=TOL, outdir=str(out))
+    cmp_ = pd.read_csv(paths["comparison"])
+    row = cmp_[(cmp_["model"] == "dart_deit_small_patch16_224_392") & (cmp_["table"] == "main")]
+    v = dict(zip(row["metric"], row["verdict"]))
+    assert v == {"params_m": "matches", "gmacs": "matches", "patches": "matches", "top1": "not run at this scale"}
+    # the scorer ablation row is joined on its model_kwargs
+    mn = cmp_[(cmp_["table"] == "scorer_ablation") & (cmp_["model_kwargs"] == "scorer=mnasnet")]
+    assert set(mn["verdict"]) == {"matches", "not run at this scale"}
+    # methods of other authors are not built; models we did not count are not measured
+    assert "not built" in set(cmp_["verdict"])
+    assert "not measured" in set(cmp_["verdict"])
+    claims = pd.read_csv(paths["claims"])
+    speed = claims.iloc[0]
+    assert speed["ours"] == pytest.approx(2.0)  # the largest batch both ran: 10 / 5
+    assert speed["verdict"] == "matches"
+    cut = claims[claims["claim"].str.startswith("deit_small: DART at 392")].iloc[0]
+    assert cut["published"] == pytest.approx(100 * (1 - 10.1 / 15.5))
+    assert cut["ours"] == pytest.approx(100 * (1 - 10.10 / 15.49))
+    assert cut["verdict"] == "matches"
+    runs = pd.read_csv(paths["runs"])
+    assert list(runs["top1"]) == [55.5, 41.0]  # the evaluation wins over the training's last value
+
+    html_path = tmp_path / "report.html"
+    part = tmp_path / "p.png"
+    part.write_bytes(bytes.fromhex("89504e470d0a1a0a") + b"\0" * 16)
+    counts = report.render(tidy=paths, partitions=[str(part)], out=str(html_path), repo=ROOT,
+                           config={"scale": "toy", "tolerance": TOL, "note": "<b>bold</b>"})
+    html = html_path.read_text()
+    page = parse(html)
+    # self-contained: inlined images only, no script, no link to the network
+    assert page.imgs and all(s.startswith("data:image/png;base64,") for s in page.imgs)
+    assert page.scripts == 0 and not page.links
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # autoescape
+    assert "&lt;b&gt;bold" in html
+    tables = {t["id"]: t for t in page.tables if t["id"]}
+    main = tables["table-main"]["rows"]
+    assert main[0][0] == "Row" and len(main) == 2 + 19
+    hit = [r for r in main if "392 tokens" in r[0] and "DART" in r[0] and "deit_small" in r[0]][0]
+    # paper / ours / delta / verdict for params, tokens, GFLOPs, top-1
+    assert hit[2:6] == ["24", "24.90", "+0.90", "matches"]
+    assert hit[-1] == "not run at this scale"
+    assert sum(counts.values()) == len(cmp_) + len(claims) - int((claims["verdict"].isna()).sum())
+    shown = {s: int(s_) for s, s_ in [(c.split(":")[0].strip(), c.split(":")[1].strip())
+                                       for c in [t for t in html.split("data-verdict=")[1:]]
+                                       for c in [c.split(">", 1)[1].split("</span>")[0].replace("<strong>", "")
+                                                 .replace("</strong>", "")]]}
+    assert shown["matches"] == counts["matches"]
+    assert "runs-table" in tables and len(tables["runs-table"]["rows"]) == 3
+    assert "claims-table" in tables
+
+
+def test_plan_helpers():
+    assert plan.family("dart_vim_tiny_patch16_224_392") == "vim"
+    assert plan.family("deit_small_patch16_384") == "deit"
+    assert plan.family("videomamba_tiny_patch16_576") == "videomamba"
+    assert plan.launcher(8).startswith("torchrun --standalone --nnodes 1 --nproc-per-node 8")
+    assert plan.launcher(1) == "python -m" and plan.launcher(0) == "python -m"
+    assert plan.complexity_spec({"model": "dart_deit_tiny_patch16_224", "model_kwargs": "scorer=mnasnet"}) == \
+        "dart_deit_tiny_patch16_224:scorer=mnasnet"
+
+
+def test_config_rows_cover_every_published_model():
+    """One config row per published (model, model_kwargs): the experiment table is complete."""
+    import yaml
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    rows = plan.experiments(cfg)
+    ours = {(r["model"], aggregate.norm_kwargs(r["model_kwargs"])) for r in rows.values()
+            if r["scale"] == "paper" and r.get("model")}
+    pub = aggregate.read_published(str(PUBLISHED))
+    needed = {(m, k) for m, k in zip(pub["model"], pub["model_kwargs"]) if m}
+    assert needed <= ours, needed - ours
+    # every paper training row names a packaged recipe
+    for eid in plan.trained({**cfg, "scale": "paper"}):
+        assert Path(plan.train_config_path(rows[eid]["train"], ROOT)).is_file()

@@ -1,0 +1,47 @@
+# Throughput and memory across batch sizes (`python -m bench.throughput`) and the tokenizer
+# micro-benchmark. A benchmark holds every core of the machine (threads = all cores; on SLURM the
+# profile adds --exclusive), so no other job runs beside it and disturbs the timings.
+
+
+rule throughput:
+    input:
+        configs=lambda wc: [TRAIN_CONFIGS[e] for e in SWEEPS[wc.sweep].get("experiments", [])],
+    output:
+        f"results/{SCALE}/bench/{{sweep}}.csv",
+    params:
+        models=lambda wc: plan.shell_join(plan.sweep_models(config, wc.sweep, TRAIN_CONFIGS, REPO)),
+        batch_sizes=lambda wc: " ".join(str(b) for b in SWEEPS[wc.sweep]["batch_sizes"]),
+        mode=lambda wc: SWEEPS[wc.sweep].get("mode", "infer"),
+        device=SETTINGS.get("device", "auto"),
+        extra=lambda wc: plan.shell_join(SWEEPS[wc.sweep].get("args", [])),
+    log:
+        f"results/logs/{SCALE}/bench/{{sweep}}.log",
+    threads: plan.all_cores(workflow)
+    resources:
+        gpu=one_gpu(),
+        mem_mb=8000 if SCALE == "toy" else 64000,
+        runtime=30 if SCALE == "toy" else 240,
+    conda:
+        "../envs/bench.yaml"
+    shell:
+        "python -m bench.throughput --models {params.models} --batch-sizes {params.batch_sizes} "
+        "--mode {params.mode} --device {params.device} --threads {threads} --no-progress "
+        "{params.extra} --out {output} > {log} 2>&1"
+
+
+rule tokenizer_bench:
+    output:
+        f"results/{SCALE}/bench/tokenizer_split.csv",
+    params:
+        device=SETTINGS.get("device", "auto"),
+    log:
+        f"results/logs/{SCALE}/bench/tokenizer_split.log",
+    threads: plan.all_cores(workflow)
+    resources:
+        gpu=one_gpu(),
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/bench.yaml"
+    shell:
+        "python -m bench.tokenizer_split --device {params.device} --threads {threads} --out {output} > {log} 2>&1"

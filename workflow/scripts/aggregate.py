@@ -1,0 +1,368 @@
+"""Tidy CSVs under results/<scale>/tidy/ from everything the workflow measured.
+
+Outputs (one row per observation, long where it helps plotting):
+- runs.csv        one row per trained run (experiment, seed): accuracy / mIoU, params, GMACs, speed
+- complexity.csv  one row per counted model (full size): params, trainable params, GMACs, tokens
+- throughput.csv  every benchmark sweep's rows, with a `sweep` column
+- comparison.csv  one row per (published row, metric): published, ours, delta, verdict
+- claims.csv      the paper's headline claims with the published and the measured figure
+
+Verdicts: "matches" (within the config's tolerance), "differs", "not run at this scale"
+(the number needs a run this scale does not make, e.g. ImageNet top-1 at toy scale),
+"not built" (a method of other authors this project does not implement).
+
+Run by the `aggregate` rule (Snakemake `script:`) or imported by the tests.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+MATCH, DIFF, NOT_RUN, NOT_BUILT, NO_COUNT = (
+    "matches", "differs", "not run at this scale", "not built", "not measured")
+VERDICTS = (MATCH, DIFF, NOT_RUN, NOT_BUILT, NO_COUNT)
+METRICS = ("params_m", "patches", "gmacs", "top1")
+# published.csv's column for each of our metrics (its "gflops" are multiply-accumulates)
+PUBLISHED_COLUMN = {"params_m": "params_m", "patches": "patches", "gmacs": "gflops", "top1": "top1"}
+
+
+def norm_kwargs(text) -> str:
+    """'b=2,a=1' -> 'a=1,b=2' ('' for none), the join key with published.csv's model_kwargs."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return ""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    return ",".join(sorted(parts))
+
+
+def read_published(path: str) -> pd.DataFrame:
+    df = pd.read_csv(path, comment="#", dtype={"model": str, "model_kwargs": str, "patches": str})
+    df["model"] = df["model"].fillna("")
+    df["model_kwargs"] = df["model_kwargs"].map(norm_kwargs)
+    return df
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def verdict(metric: str, published, ours, tol: dict, run_here: bool = True) -> tuple[float, str]:
+    """(delta ours - published, verdict) of one cell."""
+    pub, our = _num(published), _num(ours)
+    if math.isnan(pub):
+        return math.nan, ""
+    if math.isnan(our):
+        return math.nan, NOT_RUN if metric == "top1" else NO_COUNT
+    delta = our - pub
+    if metric == "params_m":
+        ok = abs(delta) <= tol["params_m"] + 1e-9
+    elif metric == "gmacs":
+        ok = abs(delta) <= tol["gmacs_rel"] * abs(pub) + 1e-12
+    elif metric == "patches":
+        ok = abs(delta) < 0.5
+    elif metric == "top1":
+        ok = abs(delta) <= tol["top1"] + 1e-9
+    else:
+        raise ValueError(metric)
+    return delta, MATCH if ok else DIFF
+
+
+def read_jsons(paths: Iterable[str]) -> list[dict]:
+    out = []
+    for p in paths:
+        with open(p) as f:
+            out.append(json.load(f))
+    return out
+
+
+def _exp_seed(path: str) -> tuple[str, int]:
+    """runs/<scale>/<exp>/seed<k>/metrics.json or results/<scale>/eval/<exp>/seed<k>.json."""
+    p = Path(path)
+    seed_part = p.parent.name if p.name == "metrics.json" else p.stem
+    exp = p.parent.parent.name if p.name == "metrics.json" else p.parent.name
+    return exp, int(seed_part.removeprefix("seed"))
+
+
+def runs_table(metrics_paths: Iterable[str], eval_paths: Iterable[str], experiments: dict) -> pd.DataFrame:
+    """One row per trained run; the evaluation's numbers win over the training's last validation."""
+    evals = {}
+    for p in eval_paths:
+        with open(p) as f:
+            evals[_exp_seed(p)] = json.load(f)
+    rows = []
+    for p in metrics_paths:
+        with open(p) as f:
+            m = json.load(f)
+        exp, seed = _exp_seed(p)
+        e = evals.get((exp, seed), {})
+        row = experiments.get(exp, {})
+        rec = {"experiment": exp, "seed": m.get("seed", seed), "scale": row.get("scale"),
+               "task": m.get("task", row.get("task")), "model": m.get("model", row.get("model")),
+               "dataset": m.get("dataset")}
+        for k in ("top1", "top5", "miou", "loss"):
+            v = e.get(k, m.get(k))
+            rec[k] = _num(v) if v is not None else math.nan
+        for k in ("params_m", "gmacs", "num_tokens", "img_size", "epochs", "wall_s", "images_per_s"):
+            rec[k] = _num(m.get(k))
+        rec["train_top1"] = _num(m.get("top1"))
+        rec["device"] = m.get("device")
+        rec["skipped_files"] = len(m.get("skipped_files") or [])
+        curve = m.get("loss_curve") or []
+        rec["first_loss"] = _num(curve[0]) if curve else math.nan
+        rec["last_loss"] = _num(curve[-1]) if curve else math.nan
+        rows.append(rec)
+    cols = ["experiment", "seed", "scale", "task", "model", "dataset", "top1", "top5", "miou", "loss",
+            "params_m", "gmacs", "num_tokens", "img_size", "epochs", "wall_s", "images_per_s",
+            "train_top1", "device", "skipped_files", "first_loss", "last_loss"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["experiment", "seed"], ignore_index=True)
+
+
+def complexity_table(paths: Iterable[str], experiments: dict, groups: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per counted experiment. Each CSV is one bench.complexity call over `groups[<stem>]`,
+    whose rows come in the order of the models given."""
+    frames = []
+    for p in paths:
+        df = pd.read_csv(p)
+        ids = groups[Path(p).stem]
+        if len(ids) != len(df) or any(experiments[e]["model"] != m for e, m in zip(ids, df["model"])):
+            raise ValueError(f"{p}: rows {list(df['model'])} do not match the experiments {ids}; "
+                             "delete it and rerun")
+        df.insert(0, "experiment", ids)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["experiment", "model", "model_kwargs", "params_m", "gmacs", "num_tokens"])
+    df = pd.concat(frames, ignore_index=True)
+    df["model_kwargs"] = [norm_kwargs(experiments[e].get("model_kwargs", "")) for e in df["experiment"]]
+    return df
+
+
+def throughput_table(paths: Iterable[str]) -> pd.DataFrame:
+    frames = []
+    for p in paths:
+        df = pd.read_csv(p)
+        df.insert(0, "sweep", Path(p).stem)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["sweep", "model", "batch_size", "mode", "status", "images_per_s"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _paper_gmacs(c) -> float:
+    """Our GMACs under the counting convention of the model's published row, when the complexity
+    CSV has it (older CSVs: our full count)."""
+    v = c.get("gmacs_paper") if hasattr(c, "get") else None
+    return float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else c["gmacs"]
+
+
+def comparison_table(published: pd.DataFrame, complexity: pd.DataFrame, runs: pd.DataFrame,
+                     experiments: dict, scale: str, tol: dict) -> pd.DataFrame:
+    """Every published cell beside ours. Ours: full-size counts for params/GMACs/tokens; top-1 from
+    this scale's runs of the same model (mean over seeds), when this scale trains it."""
+    by_key = {}
+    for _, c in complexity.iterrows():
+        by_key.setdefault((c["model"], norm_kwargs(c["model_kwargs"])), c)
+    trained_ids = {}
+    for eid, row in experiments.items():
+        if row.get("scale") == scale and row.get("train") and row.get("model"):
+            trained_ids.setdefault((row["model"], norm_kwargs(row.get("model_kwargs", ""))), []).append(eid)
+    out = []
+    for i, pub in published.reset_index(drop=True).iterrows():
+        key = (pub["model"], pub["model_kwargs"])
+        built = bool(pub["model"])
+        c = by_key.get(key)
+        ids = trained_ids.get(key, [])
+        top1 = runs.loc[runs["experiment"].isin(ids), "top1"].mean() if ids and len(runs) else math.nan
+        ours = {"params_m": c["params_m"] if c is not None else math.nan,
+                # counted as the published row was (== gmacs except Mamba rows; bench/complexity.py)
+                "gmacs": _paper_gmacs(c) if c is not None else math.nan,
+                "patches": c["num_tokens"] if c is not None else math.nan,
+                "top1": top1}
+        for metric in METRICS:
+            pv = pub.get(PUBLISHED_COLUMN[metric])
+            if metric == "patches" and not str(pv).strip().isdigit():
+                continue  # "dynamic": no fixed token count to compare
+            if math.isnan(_num(pv)):
+                continue  # the paper gives no number for this cell
+            if not built:
+                delta, v = math.nan, NOT_BUILT
+            else:
+                delta, v = verdict(metric, pv, ours[metric], tol, run_here=bool(ids))
+            out.append({"table": pub["table"], "row": i, "model": pub["model"],
+                        "model_kwargs": pub["model_kwargs"], "backbone": pub["backbone"],
+                        "tokenizer": pub.get("tokenizer"), "scorer": pub.get("scorer"),
+                        "long_seq": pub.get("long_seq"), "label": row_label(pub), "metric": metric,
+                        "published": _num(pv), "ours": _num(ours[metric]) if built else math.nan,
+                        "delta": delta, "verdict": v})
+    return pd.DataFrame(out)
+
+
+def row_label(pub) -> str:
+    parts = [str(pub["backbone"])]
+    tok = pub.get("tokenizer")
+    if isinstance(tok, str) and tok:
+        parts.append(tok.upper() if tok == "dart" else tok)
+    sc = pub.get("scorer")
+    if isinstance(sc, str) and sc and sc != "none":
+        parts.append(f"scorer {sc}")
+    p = pub.get("patches")
+    if isinstance(p, str) and p:
+        parts.append(f"{p} tokens")
+    if _num(pub.get("long_seq")) == 1:
+        parts.append("long-seq")
+    return ", ".join(parts)
+
+
+def _pub_row(published: pd.DataFrame, **eq) -> pd.Series | None:
+    m = pd.Series(True, index=published.index)
+    for k, v in eq.items():
+        m &= published[k].astype(str) == str(v)
+    hit = published[m]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _ours(complexity: pd.DataFrame, model: str, metric: str, kwargs: str = "") -> float:
+    hit = complexity[(complexity["model"] == model) & (complexity["model_kwargs"].map(norm_kwargs) == kwargs)]
+    return float(hit.iloc[0][metric]) if len(hit) else math.nan
+
+
+def speed_ratio(throughput: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
+    """images/s of a over b at the largest batch size where both ran (ok), and that batch size."""
+    if throughput.empty:
+        return math.nan, math.nan
+    t = throughput[(throughput["status"] == "ok") & (throughput["mode"] == "infer")]
+    ta = t[t["model"] == a].groupby("batch_size")["images_per_s"].mean()
+    tb = t[t["model"] == b].groupby("batch_size")["images_per_s"].mean()
+    common = sorted(set(ta.index) & set(tb.index))
+    if not common:
+        return math.nan, math.nan
+    bs = common[-1]
+    return float(ta[bs] / tb[bs]), float(bs)
+
+
+def _device(throughput: pd.DataFrame, model: str) -> str:
+    rows = throughput[throughput["model"] == model]
+    for col in ("device", "device_type"):
+        if col in rows.columns and rows[col].notna().any():
+            return str(rows[col].dropna().iloc[0])
+    return "this machine"
+
+
+def claims_table(published: pd.DataFrame, complexity: pd.DataFrame, throughput: pd.DataFrame,
+                 runs: pd.DataFrame, experiments: dict, scale: str, tol: dict) -> pd.DataFrame:
+    """The paper's headline claims, each tied to its published row(s) and our measured figure."""
+    main = published[published["table"] == "main"]
+    rows = []
+    # 1. DART DeiT-S, 392 tokens: DeiT-B's top-1 at nearly twice the speed
+    dart392, base = "dart_deit_small_patch16_224_392", "deit_base_patch16_224"
+    ratio, bs = speed_ratio(throughput, dart392, base)
+    need = tol.get("speedup", 1.6)
+    rows.append({
+        "claim": "DART DeiT-S at 392 tokens reaches DeiT-B's top-1 at nearly twice the inference speed",
+        "row": "main: deit_small, DART, 392 tokens, long-seq", "quantity": "throughput ratio vs DeiT-B",
+        "published": 2.0, "ours": ratio,
+        "detail": (f"images/s ratio at batch {bs:.0f} on {_device(throughput, dart392)} (the paper measured "
+                   f"on a GPU)" if not math.isnan(ratio) else "no side-by-side measurement in this run"),
+        "verdict": NOT_RUN if math.isnan(ratio) else (MATCH if ratio >= need else DIFF),
+        "rule": f"matches when the ratio is at least {need}"})
+    g_dart, g_base = _ours(complexity, dart392, "gmacs"), _ours(complexity, base, "gmacs")
+    rows.append({
+        "claim": "... at fewer multiply-accumulates than DeiT-B (the source of the speed-up)",
+        "row": "main: deit_small, DART, 392 tokens, long-seq", "quantity": "GMACs ratio DeiT-B / DART",
+        "published": math.nan, "ours": g_base / g_dart if g_dart else math.nan,
+        "detail": (f"{g_base:.2f} / {g_dart:.2f} GMACs (counted)" if not math.isnan(g_base / g_dart if g_dart else math.nan)
+                   else "DeiT-B or DART DeiT-S-392 not counted in this run"), "verdict": "",
+        "rule": "informative: the paper gives no DeiT-B GMACs in its tables"})
+    pub392 = _pub_row(main, model=dart392)
+    ids = [e for e, r in experiments.items() if r.get("model") == dart392 and r.get("scale") == scale
+           and r.get("train")]
+    top1 = runs.loc[runs["experiment"].isin(ids), "top1"].mean() if ids and len(runs) else math.nan
+    rows.append({
+        "claim": "... with the same top-1 as DeiT-B", "row": "main: deit_small, DART, 392 tokens, long-seq",
+        "quantity": "ImageNet-1K top-1 (%)", "published": _num(pub392["top1"]) if pub392 is not None else math.nan,
+        "ours": top1, "detail": "needs the paper-scale run" if math.isnan(top1) else "our run",
+        "verdict": verdict("top1", pub392["top1"] if pub392 is not None else math.nan, top1, tol)[1],
+        "rule": f"within {tol['top1']} points"})
+    # 2. FLOP cuts of the long-sequence rows: DART at 392 tokens vs the longest grid row of its backbone
+    for _, d in main[(main["tokenizer"] == "dart") & (main["long_seq"] == 1)].iterrows():
+        grid = main[(main["backbone"] == d["backbone"]) & (main["tokenizer"] == "grid") & (main["long_seq"] == 1)]
+        if grid.empty:
+            continue
+        g = grid.assign(_p=grid["patches"].astype(int)).sort_values("_p").iloc[-1]
+        pub_cut = 1 - float(d["gflops"]) / float(g["gflops"])
+        our_d, our_g = _ours(complexity, d["model"], "gmacs"), _ours(complexity, g["model"], "gmacs")
+        our_cut = 1 - our_d / our_g if our_g and not math.isnan(our_g) else math.nan
+        ok = abs(our_cut - pub_cut) <= tol["gmacs_rel"]
+        rows.append({
+            "claim": f"{d['backbone']}: DART at {d['patches']} tokens needs fewer FLOPs than the grid at {g['patches']}",
+            "row": f"main: {d['backbone']}, DART {d['patches']} vs grid {g['patches']} tokens, long-seq",
+            "quantity": "FLOP cut (%)", "published": 100 * pub_cut, "ours": 100 * our_cut,
+            "detail": (f"{our_d:.2f} vs {our_g:.2f} GMACs (counted)" if not math.isnan(our_cut)
+                       else "not counted in this run"),
+            "verdict": NO_COUNT if math.isnan(our_cut) else (MATCH if ok else DIFF),
+            "rule": f"within {100 * tol['gmacs_rel']:.0f} points"})
+    # 3. The tokenizer costs about 1M parameters: DART vs grid, 196 tokens
+    for _, d in main[(main["tokenizer"] == "dart") & (main["long_seq"] == 0)].iterrows():
+        g = _pub_row(main[(main["tokenizer"] == "grid") & (main["long_seq"] == 0)], backbone=d["backbone"])
+        if g is None:
+            continue
+        pub_extra = float(d["params_m"]) - float(g["params_m"])
+        our_extra = _ours(complexity, d["model"], "params_m") - _ours(complexity, g["model"], "params_m")
+        rows.append({
+            "claim": f"{d['backbone']}: the DART tokenizer adds about 1M parameters",
+            "row": f"main: {d['backbone']}, DART vs grid, 196 tokens", "quantity": "extra parameters (M)",
+            "published": pub_extra, "ours": our_extra,
+            "detail": (f"published params are rounded to 1M; ours {_ours(complexity, d['model'], 'params_m'):.2f} "
+                       f"vs {_ours(complexity, g['model'], 'params_m'):.2f}M" if not math.isnan(our_extra)
+                       else "not counted in this run"),
+            "verdict": NO_COUNT if math.isnan(our_extra) else
+            (MATCH if abs(our_extra - pub_extra) <= tol["params_m"] else DIFF),
+            "rule": f"within {tol['params_m']}M of the table's difference"})
+    return pd.DataFrame(rows)
+
+
+def verdict_counts(comparison: pd.DataFrame, claims: pd.DataFrame | None = None) -> dict:
+    vals = list(comparison["verdict"]) if len(comparison) else []
+    if claims is not None and len(claims):
+        vals += list(claims["verdict"])
+    return {v: sum(1 for x in vals if x == v) for v in VERDICTS}
+
+
+def aggregate(*, published: str, complexity: list[str], metrics: list[str], evals: list[str],
+              benches: list[str], experiments: dict, groups: dict, scale: str, tolerance: dict,
+              outdir: str) -> dict:
+    os.makedirs(outdir, exist_ok=True)
+    pub = read_published(published)
+    comp = complexity_table(complexity, experiments, groups)
+    runs = runs_table(metrics, evals, experiments)
+    thr = throughput_table(benches)
+    cmp_ = comparison_table(pub, comp, runs, experiments, scale, tolerance)
+    claims = claims_table(pub, comp, thr, runs, experiments, scale, tolerance)
+    paths = {}
+    for name, df in (("runs", runs), ("complexity", comp), ("throughput", thr), ("comparison", cmp_),
+                     ("claims", claims)):
+        paths[name] = os.path.join(outdir, f"{name}.csv")
+        df.to_csv(paths[name], index=False)
+    return paths
+
+
+def _from_snakemake(smk) -> None:  # pragma: no cover - exercised by the workflow tests
+    aggregate(published=smk.input.published, complexity=list(smk.input.complexity),
+              metrics=list(smk.input.metrics), evals=list(smk.input.evals), benches=list(smk.input.benches),
+              experiments=smk.params.experiments, groups=smk.params.groups, scale=smk.params.scale, tolerance=smk.params.tolerance,
+              outdir=os.path.dirname(smk.output.comparison))
+
+
+if "snakemake" in globals():  # run by Snakemake's `script:` directive
+    import logging
+    import sys
+    with open(snakemake.log[0], "w") as _log:  # noqa: F821
+        sys.stderr = _log
+        logging.basicConfig(stream=_log, level=logging.INFO)
+        _from_snakemake(snakemake)  # noqa: F821

@@ -1,0 +1,280 @@
+"""What the workflow builds for a config: the experiment table expanded for the selected scale.
+
+Pure functions on the (already schema-validated) Snakemake config, imported by
+`workflow/rules/common.smk` and by the tests. Nothing here runs a model.
+
+Terms:
+- experiment: one row of `config["experiments"]`; `scale` says at which scale it is trained
+  (`paper` rows are the paper's models, `toy` rows the built-in toy runs).
+- trained: rows of the selected scale that name a training config (`train`).
+- counted: rows whose parameters and GMACs are counted at full size (every `paper` row, at every
+  scale: counting is cheap; toy runs report their own counts in `metrics.json`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+TASKS = ("classification", "segmentation", "video")
+
+
+class PlanError(ValueError):
+    """A config the workflow cannot use; the message names the config key."""
+
+
+def scale_settings(config: dict) -> dict:
+    scale = config["scale"]
+    try:
+        return config["scales"][scale]
+    except KeyError:
+        raise PlanError(f"config key scale={scale!r}: no section scales.{scale} "
+                        f"(known: {', '.join(sorted(config.get('scales', {})))})") from None
+
+
+def experiments(config: dict) -> dict[str, dict]:
+    """id -> row, with defaults filled in; checks ids, duplicates and finetune_from references."""
+    out: dict[str, dict] = {}
+    for i, row in enumerate(config.get("experiments") or []):
+        row = {"model_kwargs": "", "train": None, "finetune_from": None, "overrides": {},
+               "count": row.get("scale") == "paper", "dataset": None, "note": "", **row}
+        eid = row.get("id")
+        if not isinstance(eid, str) or not ID_RE.match(eid):
+            raise PlanError(f"config key experiments[{i}].id={eid!r}: use lower-case letters, digits and _")
+        if eid in out:
+            raise PlanError(f"config key experiments[{i}].id={eid!r} appears twice")
+        out[eid] = row
+    for eid, row in out.items():
+        src = row["finetune_from"]
+        if src is not None:
+            if src not in out:
+                raise PlanError(f"config key experiments[id={eid}].finetune_from={src!r}: no such experiment")
+            if out[src]["scale"] != row["scale"]:
+                raise PlanError(f"config key experiments[id={eid}].finetune_from={src!r}: other scale")
+    return out
+
+
+def trained(config: dict) -> list[str]:
+    """Ids trained (and evaluated) at the selected scale, in table order."""
+    return [eid for eid, row in experiments(config).items()
+            if row["scale"] == config["scale"] and row["train"]]
+
+
+def counted(config: dict) -> list[str]:
+    return [eid for eid, row in experiments(config).items() if row["count"]]
+
+
+def family(model: str) -> str:
+    """Backbone family of a model name: dart_vim_tiny_patch16_224 -> vim."""
+    name = model.removeprefix("dart_")
+    return re.split(r"[_\d]", name, maxsplit=1)[0] or "other"
+
+
+def complexity_groups(config: dict) -> dict[str, list[str]]:
+    """family -> ids of the counted rows, in table order (one bench.complexity call each)."""
+    out: dict[str, list[str]] = {}
+    for eid in counted(config):
+        out.setdefault(family(experiments(config)[eid]["model"]), []).append(eid)
+    return out
+
+
+def seeds(config: dict) -> list[int]:
+    return list(scale_settings(config).get("seeds") or [0])
+
+
+def datasets_needed(config: dict) -> list[str]:
+    """Dataset keys the trained experiments of the selected scale read, in first-use order."""
+    out: list[str] = []
+    exps = experiments(config)
+    for eid in trained(config):
+        ds = exps[eid]["dataset"]
+        if ds is None:
+            raise PlanError(f"config key experiments[id={eid}].dataset is missing")
+        if ds not in out:
+            out.append(ds)
+    return out
+
+
+def check_datasets(config: dict) -> None:
+    """Every dataset the selected scale trains on has a root (toy: a generator entry)."""
+    sets = scale_settings(config).get("datasets") or {}
+    for ds in datasets_needed(config):
+        entry = sets.get(ds)
+        if entry is None:
+            raise PlanError(
+                f"config key scales.{config['scale']}.datasets.{ds} is missing: experiments of scale "
+                f"{config['scale']!r} read dataset {ds!r}; add it to your config file")
+        if entry.get("toy") is None and not entry.get("root"):
+            raise PlanError(
+                f"config key scales.{config['scale']}.datasets.{ds}.root is missing (null or empty): "
+                f"set it to the folder holding {ds} (e.g. --config "
+                f"'scales={{{config['scale']}: {{datasets: {{{ds}: {{root: /path/to/{ds}}}}}}}}}' "
+                f"or in config/paper.yaml)")
+
+
+def dataset_entry(config: dict, ds: str) -> dict:
+    return (scale_settings(config).get("datasets") or {})[ds]
+
+
+def data_root(config: dict, ds: str) -> str:
+    """A dataset's folder: toy data are generated into data/toy/<dataset key>."""
+    entry = dataset_entry(config, ds)
+    return os.path.join("data", "toy", ds) if entry.get("toy") is not None else entry["root"]
+
+
+def toy_set_args(entry: dict) -> str:
+    """`--set key=value ...` of `python -m dart.data.toy` (generator parameters; '' for the defaults)."""
+    params = entry["toy"].get("set") or {}
+    return ("--set " + " ".join(f"{k}={int(v)}" for k, v in sorted(params.items()))) if params else ""
+
+
+def package_dir(name: str = "dart") -> Path | None:
+    """The installed package's folder, found without importing it (importing torch takes seconds)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def train_config_path(name: str, repo_root: Path | None = None) -> str:
+    """A training config: a path as given, else a packaged config of `dart/configs` by stem."""
+    if os.path.isfile(name):
+        return name
+    stem = name[:-5] if name.endswith(".yaml") else name
+    for base in (package_dir(), (repo_root / "dart") if repo_root else None):
+        if base is not None and (base / "configs" / f"{stem}.yaml").is_file():
+            return str(base / "configs" / f"{stem}.yaml")
+    raise PlanError(f"training config {name!r} is neither a file nor a packaged config in dart/configs")
+
+
+def yaml_value(value: Any) -> str:
+    """A value as the engine's `key=value` overrides read it (YAML flow style, one line)."""
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def train_overrides(config: dict, eid: str, seed: int, threads: int | None = None,
+                    init_checkpoint: str | None = None) -> list[str]:
+    """`key.sub=value` overrides of `python -m dart.train` for one run, in a stable order."""
+    row = experiments(config)[eid]
+    s = scale_settings(config)
+    over: dict[str, Any] = {"train.seed": seed, "train.device": s.get("device", "auto")}
+    if threads and not int(s.get("gpus", 0) or 0):  # CPU runs: as many torch threads as the job holds
+        over["train.threads"] = threads
+    over["data.root"] = data_root(config, row["dataset"])
+    if init_checkpoint:
+        over["model.init_checkpoint"] = init_checkpoint
+    over.update(s.get("train_overrides") or {})
+    over.update(row.get("overrides") or {})
+    return [f"{k}={yaml_value(v)}" for k, v in over.items()]
+
+
+def complexity_spec(row: dict) -> str:
+    """`NAME[:k=v,...]` as `python -m bench.complexity` reads one model."""
+    return row["model"] + (f":{row['model_kwargs']}" if row["model_kwargs"] else "")
+
+
+def run_dir(config: dict, eid: str, seed: int) -> str:
+    return f"runs/{config['scale']}/{eid}/seed{seed}"
+
+
+def launcher(gpus: int) -> str:
+    """How a training process starts: torchrun on one node when more than one GPU is held."""
+    gpus = int(gpus or 0)
+    if gpus > 1:
+        return f"torchrun --standalone --nnodes 1 --nproc-per-node {gpus} -m"
+    return "python -m"
+
+
+def sweeps(config: dict) -> dict[str, dict]:
+    """Throughput sweeps of the selected scale: name -> settings."""
+    return dict(scale_settings(config).get("throughput") or {})
+
+
+def shell_join(items: Iterable[str]) -> str:
+    import shlex
+    return " ".join(shlex.quote(str(i)) for i in items)
+
+
+def check_references(config: dict) -> None:
+    """Sweeps and partition pictures name experiments this scale trains; counted rows name a model."""
+    exps = experiments(config)
+    here = set(trained(config))
+    for name, sweep in sweeps(config).items():
+        for eid in sweep.get("experiments") or []:
+            if eid not in here:
+                raise PlanError(f"config key scales.{config['scale']}.throughput.{name}.experiments: "
+                                f"{eid!r} is not trained at scale {config['scale']!r}")
+        if not (sweep.get("models") or sweep.get("experiments")):
+            raise PlanError(f"config key scales.{config['scale']}.throughput.{name}: no models or experiments")
+    part = scale_settings(config).get("partitions")
+    if part and part["experiment"] not in here:
+        raise PlanError(f"config key scales.{config['scale']}.partitions.experiment={part['experiment']!r} "
+                        f"is not trained at scale {config['scale']!r}")
+    for eid, row in exps.items():
+        if row["count"] and not row.get("model"):
+            raise PlanError(f"config key experiments[id={eid}].model is missing (needed to count it)")
+
+
+def resolve_file(path: str, repo_root: Path) -> str:
+    """A path relative to the working directory, else to the repository."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    alt = repo_root / path
+    if alt.exists():
+        return str(alt)
+    raise PlanError(f"file {path!r} not found (neither in the working directory nor in {repo_root})")
+
+
+def engine_config(repo_root: Path | None = None):
+    """dart/engine/config.py loaded from its file: the engine's own merge, override and validation
+    rules, without importing the `dart` package (and torch, seconds per Snakemake start)."""
+    for base in (package_dir(), (repo_root / "dart") if repo_root else None):
+        path = base / "engine" / "config.py" if base is not None else None
+        if path is not None and path.is_file():
+            spec = importlib.util.spec_from_file_location("_dart_engine_config", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            return mod
+    raise PlanError("cannot find dart/engine/config.py (is the project installed?)")
+
+
+def model_of_train_config(path: str, overrides: dict | None = None,
+                          repo_root: Path | None = None) -> tuple[str, dict]:
+    """(model name, timm kwargs) a training config builds, as dart.engine.build does: the config
+    merged over the packaged defaults with the overrides applied; `data.img_size` (and
+    `data.num_frames` for video) are the model's."""
+    eng = engine_config(repo_root)
+    cfg = eng.load_config(path, [f"{k}={yaml_value(v)}" for k, v in (overrides or {}).items()])
+    kw = dict(cfg["model"].get("kwargs") or {})
+    kw["img_size"] = cfg["data"]["img_size"]
+    if cfg.get("task") == "video":
+        kw["num_frames"] = cfg["data"]["num_frames"]
+    kw.setdefault("num_classes", cfg["data"].get("num_classes", 1000))
+    return cfg["model"]["name"], kw
+
+
+def sweep_models(config: dict, name: str, train_configs: dict[str, str],
+                 repo_root: Path | None = None) -> list[str]:
+    """Model specs (`NAME:key=val,...`) of one throughput sweep."""
+    sweep = sweeps(config)[name]
+    specs = list(sweep.get("models") or [])
+    exps = experiments(config)
+    common = scale_settings(config).get("train_overrides") or {}
+    for eid in sweep.get("experiments") or []:
+        model, kw = model_of_train_config(train_configs[eid], {**common, **(exps[eid].get("overrides") or {})},
+                                          repo_root)
+        specs.append(model + ":" + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(kw.items())))
+    return specs
+
+
+def all_cores(workflow) -> int:
+    """Every core Snakemake may use locally: a benchmark holding them runs alone."""
+    try:
+        cores = int(workflow.cores)
+    except Exception:  # no --cores (e.g. a cluster executor): fall back to this machine's
+        cores = 0
+    return cores if 0 < cores < 1024 else (os.cpu_count() or 1)

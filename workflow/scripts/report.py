@@ -1,0 +1,356 @@
+"""reports/paper_tables.html: the paper's tables rebuilt from our results, one self-contained page.
+
+Jinja2 with autoescape on; every image is an inlined PNG (data: URI); no script, no network.
+Inputs are the tidy CSVs of `aggregate.py`, the partition pictures and the config.
+
+Run by the `report` rule (Snakemake `script:`) or imported by the tests (`render(...)`).
+"""
+
+import base64
+import datetime as _dt
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE_DIR = HERE.parent / "templates"
+TEMPLATE = "paper_tables.html.j2"
+
+TABLE_TITLES = {
+    "main": "Main results (ImageNet-1K)",
+    "dynamic_tokenizers": "Comparison with other dynamic-inference methods (ImageNet-1K)",
+    "scorer_ablation": "Ablation of the scoring network (DeiT-Ti, ImageNet-1K)",
+}
+METRIC_TITLES = {"params_m": "Params (M)", "patches": "Tokens", "gmacs": "GFLOPs (GMACs)", "top1": "Top-1 (%)"}
+VERDICT_CLASS = {"matches": "ok", "differs": "bad", "not run at this scale": "na", "not built": "na",
+                 "not measured": "na", "": "na"}
+
+
+def fmt(x, digits: int = 2) -> str:
+    """A number for a table cell: '' for missing, integers without decimals."""
+    if x is None:
+        return ""
+    if isinstance(x, str):
+        return x
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(v):
+        return ""
+    if abs(v - round(v)) < 1e-9 and abs(v) >= 1 and digits <= 2:
+        return f"{int(round(v))}"
+    return f"{v:.{digits}f}"
+
+
+def fmt_delta(x, digits: int = 2) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return ""
+    if math.isnan(v):
+        return ""
+    return f"{v:+.{digits}f}"
+
+
+def png_data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def figure_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return png_data_uri(buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------ sections
+
+def paper_tables(comparison: pd.DataFrame) -> list[dict]:
+    """One table per published table; a row per published row; per metric the four cells."""
+    tables = []
+    if comparison.empty:
+        return tables
+    for name in [t for t in TABLE_TITLES if t in set(comparison["table"])] + sorted(
+            set(comparison["table"]) - set(TABLE_TITLES)):
+        sub = comparison[comparison["table"] == name]
+        metrics = [m for m in METRIC_TITLES if m in set(sub["metric"])]
+        rows = []
+        for row_id, cells in sub.groupby("row", sort=True):
+            first = cells.iloc[0]
+            by_metric = {c["metric"]: c for _, c in cells.iterrows()}
+            out_cells = []
+            for m in metrics:
+                c = by_metric.get(m)
+                if c is None:
+                    out_cells.append({"metric": m, "published": "", "ours": "", "delta": "", "verdict": "",
+                                      "css": "na"})
+                    continue
+                digits = 0 if m == "patches" else (1 if m == "top1" else 2)
+                out_cells.append({"metric": m, "published": fmt(c["published"], digits),
+                                  "ours": fmt(c["ours"], digits), "delta": fmt_delta(c["delta"], digits),
+                                  "verdict": c["verdict"], "css": VERDICT_CLASS.get(c["verdict"], "na")})
+            rows.append({"label": first["label"], "model": first["model"] or "(not built here)",
+                         "model_kwargs": first["model_kwargs"] or "", "cells": out_cells})
+        tables.append({"name": name, "title": TABLE_TITLES.get(name, name),
+                       "metrics": [(m, METRIC_TITLES[m]) for m in metrics], "rows": rows})
+    return tables
+
+
+def claims_rows(claims: pd.DataFrame) -> list[dict]:
+    out = []
+    for _, c in claims.iterrows():
+        digits = 1 if "%" in str(c["quantity"]) else 2
+        out.append({"claim": c["claim"], "row": c["row"], "quantity": c["quantity"],
+                    "published": fmt(c["published"], digits), "ours": fmt(c["ours"], digits),
+                    "detail": c["detail"] if isinstance(c["detail"], str) else "",
+                    "verdict": c["verdict"] if isinstance(c["verdict"], str) else "",
+                    "css": VERDICT_CLASS.get(c["verdict"] if isinstance(c["verdict"], str) else "", "na"),
+                    "rule": c["rule"]})
+    return out
+
+
+def complexity_rows(complexity: pd.DataFrame) -> list[dict]:
+    out = []
+    for _, c in complexity.iterrows():
+        out.append({"experiment": c["experiment"], "model": c["model"],
+                    "model_kwargs": c.get("model_kwargs") if isinstance(c.get("model_kwargs"), str) else "",
+                    "params_m": fmt(c["params_m"], 3), "trainable_params_m": fmt(c.get("trainable_params_m"), 3),
+                    "gmacs": fmt(c["gmacs"], 3), "gmacs_paper": fmt(c.get("gmacs_paper", c["gmacs"]), 3),
+                    "macs_convention": c.get("macs_convention") if isinstance(c.get("macs_convention"), str) else "full",
+                    "num_tokens": fmt(c.get("num_tokens"), 0),
+                    "input": c.get("input_shape", "")})
+    return out
+
+
+def runs_rows(runs: pd.DataFrame) -> list[dict]:
+    out = []
+    for _, r in runs.iterrows():
+        metric = "mIoU" if r["task"] == "segmentation" else "top-1"
+        value = r["miou"] if r["task"] == "segmentation" else r["top1"]
+        out.append({"experiment": r["experiment"], "seed": fmt(r["seed"], 0), "task": r["task"],
+                    "model": r["model"], "metric": metric, "value": fmt(value, 1),
+                    "params_m": fmt(r["params_m"], 3), "gmacs": fmt(r["gmacs"], 4),
+                    "tokens": fmt(r["num_tokens"], 0), "img_size": fmt(r["img_size"], 0),
+                    "epochs": fmt(r["epochs"], 0), "wall_s": fmt(r["wall_s"], 0),
+                    "loss": f"{fmt(r['first_loss'], 3)} → {fmt(r['last_loss'], 3)}"
+                    if not math.isnan(float(r["first_loss"])) else ""})
+    return out
+
+
+def toy_pairs(runs: pd.DataFrame) -> list[dict]:
+    """Grid vs DART per task at the toy scale (mean over seeds): the toy counterpart of the paper."""
+    out = []
+    if runs.empty:
+        return out
+    for task, sub in runs.groupby("task"):
+        metric = "miou" if task == "segmentation" else "top1"
+        grid = sub[sub["experiment"].str.contains("grid")]
+        dart = sub[sub["experiment"].str.contains("dart")]
+        if grid.empty or dart.empty:
+            continue
+        g, d = grid[metric].mean(), dart[metric].mean()
+        out.append({"task": task, "metric": "mIoU" if metric == "miou" else "top-1",
+                    "grid": fmt(g, 1), "dart": fmt(d, 1), "delta": fmt_delta(d - g, 1),
+                    "seeds": ", ".join(str(int(s)) for s in sorted(set(sub["seed"])))})
+    return out
+
+
+def short_labels(models) -> dict:
+    """Plot labels: the timm name without the spec's key=val list, unless two specs share a name."""
+    models = list(dict.fromkeys(models))
+    short = {m: m.split(":", 1)[0] for m in models}
+    if len(set(short.values())) < len(models):
+        return {m: m for m in models}
+    return {m: short[m] + (" (toy size)" if ":" in m else "") for m in models}
+
+
+def throughput_plots(throughput: pd.DataFrame) -> list[dict]:
+    """Per sweep: images/s and peak memory against batch size (seaborn), inlined."""
+    if throughput.empty:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    out = []
+    ok = throughput[throughput["status"] == "ok"].copy()
+    for sweep, sub in ok.groupby("sweep", sort=True):
+        sub = sub.copy()
+        labels = short_labels(sub["model"])
+        sub["label"] = sub["model"].map(labels)
+        mem_col, mem_label = memory_column(sub)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        sns.lineplot(data=sub, x="batch_size", y="images_per_s", hue="label", marker="o", ax=axes[0])
+        axes[0].set(xscale="log", xlabel="batch size", ylabel="images / s",
+                    title=f"{sweep}: throughput")
+        if mem_col:
+            sns.lineplot(data=sub, x="batch_size", y=mem_col, hue="label", marker="o", ax=axes[1], legend=False)
+            axes[1].set(xscale="log", xlabel="batch size", ylabel=mem_label, title=f"{sweep}: peak memory")
+        else:
+            axes[1].set_axis_off()
+        sizes = sorted(set(int(b) for b in sub["batch_size"]))
+        for ax in axes:
+            if not ax.axison:
+                continue
+            ax.set_xticks(sizes)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.grid(True, alpha=0.3)
+        handles, names = axes[0].get_legend_handles_labels()
+        if axes[0].get_legend() is not None:
+            axes[0].get_legend().remove()
+        fig.legend(handles, names, loc="lower center", ncol=min(3, max(1, len(names))), fontsize=8,
+                   frameon=False, bbox_to_anchor=(0.5, -0.02 - 0.05 * ((len(names) - 1) // 3)))
+        fig.tight_layout(rect=(0, 0.08 + 0.05 * ((len(names) - 1) // 3), 1, 1))
+        table = []
+        for _, r in sub.sort_values(["model", "batch_size"]).iterrows():
+            table.append({"model": r["model"], "batch_size": fmt(r["batch_size"], 0),
+                          "images_per_s": fmt(r["images_per_s"], 1),
+                          "latency_ms": fmt(r.get("latency_ms_median"), 1),
+                          "memory": fmt(r.get(mem_col), 0) if mem_col else "",
+                          "device": r.get("device", "")})
+        failed = throughput[(throughput["sweep"] == sweep) & (throughput["status"] != "ok")]
+        out.append({"sweep": sweep, "png": figure_uri(fig), "memory_label": mem_label or "memory",
+                    "rows": table, "failed": [f"{r['model']} at batch {r['batch_size']}: {r['status']}"
+                                              for _, r in failed.iterrows()]})
+    return out
+
+
+def memory_column(df: pd.DataFrame) -> tuple[str | None, str | None]:
+    for col, label in (("torch_peak_alloc_mib", "peak allocated (MiB, torch)"),
+                       ("nvml_used_peak_mib", "peak used (MiB, NVML)"),
+                       ("rss_peak_delta_mib", "peak RSS above start (MiB)"),
+                       ("rss_peak_mib", "peak RSS (MiB)")):
+        if col in df.columns and pd.to_numeric(df[col], errors="coerce").notna().any():
+            return col, label
+    return None, None
+
+
+def images(paths: list[str]) -> list[dict]:
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            out.append({"name": Path(p).stem, "png": png_data_uri(f.read())})
+    return out
+
+
+# ---------------------------------------------------------------------------------- provenance
+
+def git_info(repo: Path) -> dict:
+    def run(*args):
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = run("rev-parse", "HEAD")
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    return {"commit": commit or "(not a git checkout)", "dirty": dirty, "branch": run("rev-parse", "--abbrev-ref", "HEAD")}
+
+
+def versions(extra: dict | None = None) -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "torchvision", "timm", "dart-tokenizer", "snakemake", "snakemake-executor-plugin-slurm",
+                 "pandas", "seaborn", "matplotlib", "jinja2", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    out.update(extra or {})
+    return out
+
+
+def hardware(runs: pd.DataFrame, throughput: pd.DataFrame) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gb = ""
+    try:
+        mem_gb = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    devices = set()
+    if not runs.empty:
+        devices |= {str(d) for d in runs["device"].dropna()}
+    if not throughput.empty and "device" in throughput.columns:
+        devices |= {str(d) for d in throughput["device"].dropna()}
+    return {"host": platform.node(), "os": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+            "memory": mem_gb, "devices used": ", ".join(sorted(devices)) or "cpu"}
+
+
+# -------------------------------------------------------------------------------------- render
+
+def render(*, tidy: dict, partitions: list[str], config: dict, out: str, repo: Path | None = None,
+           template: str | None = None, command: str = "") -> dict:
+    """Write the HTML report; return the verdict counts (cells and claims)."""
+    import jinja2
+    import yaml
+
+    sys.path.insert(0, str(HERE))
+    from aggregate import VERDICTS
+
+    comparison = pd.read_csv(tidy["comparison"], keep_default_na=True)
+    comparison["verdict"] = comparison.get("verdict", pd.Series(dtype=str)).fillna("")
+    for col in ("model", "model_kwargs"):
+        if col in comparison:
+            comparison[col] = comparison[col].fillna("")
+    claims = pd.read_csv(tidy["claims"])
+    claims["verdict"] = claims["verdict"].fillna("")
+    complexity = pd.read_csv(tidy["complexity"])
+    runs = pd.read_csv(tidy["runs"])
+    throughput = pd.read_csv(tidy["throughput"])
+
+    counts = {v: int((comparison["verdict"] == v).sum()) + int((claims["verdict"] == v).sum())
+              for v in VERDICTS}
+    scale = config.get("scale", "")
+    template = Path(template) if template else TEMPLATE_DIR / TEMPLATE
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)),
+                             autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template(template.name).render(
+        title="DART (arXiv 2506.10390): published numbers beside ours",
+        scale=scale, generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        counts=counts, tolerance=config.get("tolerance", {}),
+        tables=paper_tables(comparison), claims=claims_rows(claims),
+        complexity=complexity_rows(complexity), runs=runs_rows(runs), toy_pairs=toy_pairs(runs),
+        sweeps=throughput_plots(throughput), partitions=images(partitions),
+        git=git_info(repo or HERE.parents[1]), versions=versions(), hardware=hardware(runs, throughput),
+        config_yaml=yaml.safe_dump(config, sort_keys=False, width=110), command=command)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out).with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out)
+    return counts
+
+
+def _from_snakemake(smk) -> None:  # pragma: no cover - exercised by the workflow tests
+    tidy = {k: smk.input[k] for k in ("comparison", "claims", "complexity", "runs", "throughput")}
+    counts = render(tidy=tidy, partitions=list(smk.input.partitions), config=smk.params.config,
+                    out=smk.output[0], repo=Path(smk.params.repo), template=smk.input.template)
+    print("verdicts: " + json.dumps(counts), file=sys.stderr)
+
+
+if "snakemake" in globals():  # run by Snakemake's `script:` directive
+    with open(snakemake.log[0], "w") as _log:  # noqa: F821
+        sys.stderr = _log
+        _from_snakemake(snakemake)  # noqa: F821
