@@ -25,8 +25,7 @@ pytest.importorskip("snakemake")
 def snakemake(*args: str, cwd: Path, timeout: int = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args]
     e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    # the workflow runs `python -m ...`: the interpreter of this test first on PATH
-    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    # no PATH change here: the Snakefile itself puts its interpreter first for the `python -m` rules
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
 
 
