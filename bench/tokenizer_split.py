@@ -8,8 +8,8 @@ patch embedding, at several batch sizes and token budgets.
 Stages (each timed alone on inputs precomputed once, as `DART.forward` runs them):
   scorer      DART.score(x): resize to the scorer's input, scorer network, score activation
   geometry    geometry.partition(scores.double(), N, rows) + sampling.sampling_grid(...)
-  sampling    sampling.sample_patches(x, grid, P): one batched grid_sample
-  projection  F.linear(patches, proj.weight.flatten(1), proj.bias) (+ the tokenizer's norm)
+  sampling    sampling.sample_patches(x, grid): one batched grid_sample into a strip of patches
+  projection  DART.project(strip): the stride-P conv over the strip (+ the tokenizer's norm)
   total       DART(x) end to end (the stages plus glue)
 and for each grid model: patch_embed (timm's PatchEmbed on its own input size).
 At each batch size all stages of all tokenizers take turns, round by round (--rounds), so that
@@ -29,7 +29,6 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .throughput import (ModelSpec, create_model, input_size_of, is_oom, latency_stats,
                          parse_model_spec, resolve_device, synchronize, timed_loop, write_rows_atomic)
@@ -57,8 +56,7 @@ def dart_stage_fns(tok: nn.Module, x: torch.Tensor, amp_dtype: Optional[torch.dt
         with torch.autocast(dev.type, enabled=False):
             row_b, patch_b, _ = geometry.partition(scores.double(), tok.num_tokens, tok.rows)
             grid = sampling.sampling_grid(row_b, patch_b, tok.grid, tok.patch_size)
-        patches = sampling.sample_patches(x, grid, tok.patch_size)
-    weight, bias = tok.proj.weight.flatten(1), tok.proj.bias
+        patches = sampling.sample_patches(x, grid)
 
     def wrap(fn):
         def run():
@@ -74,8 +72,8 @@ def dart_stage_fns(tok: nn.Module, x: torch.Tensor, amp_dtype: Optional[torch.dt
     return {
         "scorer": wrap(lambda: tok.score(x)),
         "geometry": wrap(geometry_stage),
-        "sampling": wrap(lambda: sampling.sample_patches(x, grid, tok.patch_size)),
-        "projection": wrap(lambda: tok.norm(F.linear(patches, weight, bias))),
+        "sampling": wrap(lambda: sampling.sample_patches(x, grid)),
+        "projection": wrap(lambda: tok.project(patches)),
         "total": wrap(lambda: tok(x)),
     }
 

@@ -37,8 +37,8 @@ class DART(nn.Module):
 
     Scores a g x g grid, cuts the image into `num_tokens` regions of equal score mass (rows by
     quantiles, then patches along the rows), resamples every region to patch_size^2 pixels and
-    embeds it with the usual patch projection (`proj`, a stride-P conv, kept as a conv so grid
-    checkpoints load unchanged).
+    embeds it with the usual patch projection (`proj`, the grid's stride-P conv, run over the strip
+    of resampled patches, so grid checkpoints load unchanged).
     """
 
     def __init__(self, img_size=448, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
@@ -99,6 +99,10 @@ class DART(nn.Module):
             x, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
         return score_activation(self.scorer(xs, self.grid), self.score_norm, self.score_gate)
 
+    def project(self, strip: Tensor) -> Tensor:
+        """Patch strip (B, C, P, N*P) -> tokens (B, N, D): the grid's stride-P conv, one token per patch."""
+        return self.norm(self.proj(strip).flatten(2).transpose(1, 2))
+
     def uncounted_macs(self, x: Tensor, *args, output=None, **kwargs) -> int:
         """Multiply-adds that FlopCounterMode does not see (bench.complexity adds them): bilinear
         resampling at 4 MACs per output value, for the patches and the scorer's copy of the image.
@@ -126,9 +130,7 @@ class DART(nn.Module):
             # float64 keeps the cumulative sums exact enough that uniform scores give the exact grid
             row_b, patch_b, _ = geometry.partition(scores.double(), self.num_tokens, self.rows)
             grid = sampling.sampling_grid(row_b, patch_b, self.grid, self.patch_size)
-        patches = sampling.sample_patches(x, grid, self.patch_size)
-        # a stride-P conv on a P x P patch is a linear map of its flattened pixels
-        tokens = self.norm(F.linear(patches, self.proj.weight.flatten(1), self.proj.bias))
+        tokens = self.project(sampling.sample_patches(x, grid))
         if not return_partition:
             return tokens
         pos = None

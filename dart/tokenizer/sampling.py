@@ -33,10 +33,11 @@ def sampling_grid(row_bounds: Tensor, patch_bounds: Tensor, grid: int, patch_siz
     return torch.stack([x, y.to(dtype)], dim=-1).view(B, patch_size, -1, 2)
 
 
-def sample_patches(images: Tensor, grid: Tensor, patch_size: int) -> Tensor:
-    """Bilinearly sample the patches: (B, C, H, W) -> (B, N, C*P*P), laid out like a conv kernel."""
-    B, C = images.shape[:2]
-    out = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
-                        align_corners=False)  # (B, C, P, N*P)
-    out = out.view(B, C, patch_size, -1, patch_size).permute(0, 3, 1, 2, 4)
-    return out.reshape(B, out.shape[1], -1)
+def sample_patches(images: Tensor, grid: Tensor) -> Tensor:
+    """Bilinearly sample all patches at once: (B, C, H, W) -> a strip (B, C, P, N*P).
+
+    Patch k occupies columns [k*P, (k+1)*P) of the strip, so a stride-P convolution of the strip
+    is the patch projection of every patch (see `DART.project`).
+    """
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)
