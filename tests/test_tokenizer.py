@@ -45,8 +45,14 @@ def test_gradients_reach_the_scorer():
     model = timm.create_model("dart_deit_tiny_patch16_224", img_size=64, num_tokens=16, scorer="cnn",
                               depth=1, embed_dim=32, num_heads=2, num_classes=4)
     x = torch.rand(2, 3, 64, 64)
-    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 3]))
-    loss.backward()
+    y = torch.tensor([0, 3])
+    # the head's output layer starts at zero, so the first step moves only it; the second reaches all
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert model.patch_embed.scorer.head.fc2.weight.grad.abs().sum() > 0
+    opt.step()
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
     scorer = model.patch_embed.scorer
     for name, p in scorer.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -62,8 +68,31 @@ def test_gradients_reach_the_scores_through_the_geometry():
     assert scores.grad is not None and scores.grad.abs().sum() > 0
 
 
+def test_a_new_model_starts_from_the_standard_grid():
+    tok = DART(img_size=64, embed_dim=16, num_tokens=16, score_grid=8, scorer="cnn")
+    _, part = tok(torch.rand(3, 3, 64, 64), return_partition=True)
+    assert torch.allclose(part.patch_bounds, torch.linspace(0, 32, 17, dtype=torch.float64).expand(3, -1))
+
+
+def test_std_floor_keeps_small_spreads_and_zero_gives_plain_standardisation():
+    from dart.tokenizer import score_activation
+    logits = torch.randn(2, 5, 5) * 0.01
+    floored = score_activation(logits)  # spread 0.01 < 1: scores stay close to uniform
+    assert (floored.amax((1, 2)) - floored.amin((1, 2))).max() < 0.02
+    plain = score_activation(logits, std_floor=0.0)
+    z = (logits - logits.mean((1, 2), keepdim=True)) / (logits.std((1, 2), keepdim=True, unbiased=False) + 1e-6)
+    assert torch.allclose(plain, torch.sigmoid(z) + 0.1, atol=1e-6)
+    big = logits * 300  # spread above the floor: the floor changes nothing
+    assert torch.allclose(score_activation(big), score_activation(big, std_floor=0.0), atol=1e-5)
+
+
+def randomize_head(tok):
+    torch.nn.init.normal_(tok.scorer.head.fc2.weight, std=1.0)
+
+
 def test_per_image_standardisation_is_batch_independent():
     tok = DART(img_size=64, embed_dim=16, num_tokens=16, score_grid=8, scorer="cnn").eval()
+    randomize_head(tok)
     a, b, c = torch.rand(3, 1, 3, 64, 64).unbind(0)
     c = c * 5  # a very different batch-mate
     with torch.no_grad():

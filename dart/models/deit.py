@@ -25,14 +25,16 @@ class DartVisionTransformer(VisionTransformer):
 
     Extra arguments: num_tokens (token budget N), score_grid (g: scores and the learned position
     table are g x g), scorer (name or module), scorer_pretrained, scorer_input_size, score_norm
-    ('image' or 'batch'), score_gate. `img_size` is the tokenizer's input size (448 for the paper's
+    ('image' or 'batch'), score_gate, score_std_floor (see `score_activation`). `img_size` is the
+    tokenizer's input size (448 for the paper's
     "224" models).
     """
 
     def __init__(self, img_size=448, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
                  num_tokens: int = 196, score_grid: int = 14, scorer="mobilenetv3_small",
                  scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
-                 score_norm: str = "image", score_gate: str = "sigmoid_offset", **kwargs):
+                 score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
+                 **kwargs):
         if kwargs.get("class_token") is False or kwargs.get("no_embed_class") or kwargs.get("reg_tokens"):
             raise ValueError("DART DeiT models use one class token with its own position embedding")
         if kwargs.get("dynamic_img_size"):
@@ -45,7 +47,8 @@ class DartVisionTransformer(VisionTransformer):
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
             num_tokens=num_tokens, score_grid=score_grid, scorer=scorer,
             scorer_pretrained=scorer_pretrained, scorer_input_size=scorer_input_size,
-            score_norm=score_norm, score_gate=score_gate, bias=not kwargs.get("pre_norm", False))
+            score_norm=score_norm, score_gate=score_gate, score_std_floor=score_std_floor,
+            bias=not kwargs.get("pre_norm", False))
         if self.weight_init_mode != "skip":
             self.patch_embed.proj.reset_parameters()
 

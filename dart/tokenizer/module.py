@@ -44,7 +44,7 @@ class DART(nn.Module):
     def __init__(self, img_size=448, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
                  num_tokens: int = 196, score_grid: int = 14, scorer: str | nn.Module = "cnn",
                  scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
-                 score_norm: str = "image", score_gate: str = "sigmoid_offset",
+                 score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
                  norm_layer: Optional[type] = None, bias: bool = True):
         super().__init__()
         self.img_size = _pair(img_size)
@@ -62,7 +62,8 @@ class DART(nn.Module):
             raise ValueError(f"score_grid must be >= 1, got {score_grid}")
         self.score_norm = score_norm
         self.score_gate = score_gate
-        score_activation(torch.zeros(1, 1, 1), score_norm, score_gate)  # validate the options now
+        self.score_std_floor = float(score_std_floor)
+        score_activation(torch.zeros(1, 1, 1), score_norm, score_gate, self.score_std_floor)  # validate now
         self.scorer = create_scorer(scorer, in_chans, scorer_pretrained)
         # the scorer sees a copy of the image at most its preferred size (224: the paper's GFLOPs)
         self.scorer_input_size = int(scorer_input_size or min(H, W, getattr(self.scorer, "input_size", 224)))
@@ -97,7 +98,8 @@ class DART(nn.Module):
         s = self.scorer_input_size
         xs = x if x.shape[-1] == s and x.shape[-2] == s else F.interpolate(
             x, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
-        return score_activation(self.scorer(xs, self.grid), self.score_norm, self.score_gate)
+        return score_activation(self.scorer(xs, self.grid), self.score_norm, self.score_gate,
+                                self.score_std_floor)
 
     def project(self, strip: Tensor) -> Tensor:
         """Patch strip (B, C, P, N*P) -> tokens (B, N, D): the grid's stride-P conv, one token per patch."""

@@ -78,6 +78,10 @@ class ScoreHead(nn.Module):
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = nn.GELU()
         self.fc2 = nn.Conv2d(hidden, 1, 1)
+        # all logits equal at the start: a new DART model tokenises as the standard grid and moves
+        # away from it as the scorer learns (a random head would start from a random partition)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
 
     def forward(self, feats: Tensor, grid: int) -> Tensor:
         z = self.fc2(self.act(self.fc1(feats)))
@@ -152,11 +156,15 @@ def create_scorer(scorer: str | nn.Module, in_chans: int = 3, pretrained: bool =
     raise ValueError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)} or pass an nn.Module")
 
 
-def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_offset") -> Tensor:
+def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_offset",
+                     std_floor: float = 1.0) -> Tensor:
     """Raw logits (B, g, g) -> positive scores.
 
     norm="image" standardises each image's logits on their own, so an image's tokens never depend
     on its batch-mates; norm="batch" uses the whole batch's mean/std, as the official code does.
+    The spread is divided by max(std, std_floor): with the default floor of 1 logits that barely
+    differ are not blown up to a full-contrast partition (what lets a scorer trained from scratch
+    start from the grid); std_floor=0 is the paper's plain standardisation (std + 1e-6).
     gate="sigmoid_offset" is sigmoid(z) + 0.1 (DeiT scorer: no region gets zero mass);
     gate="sigmoid2" is sigmoid(2z) (the Vim "v2" head).
     """
@@ -167,7 +175,11 @@ def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_o
         dims = (0, 1, 2)
     else:
         raise ValueError(f"score_norm must be 'image' or 'batch', got {norm!r}")
-    z = (z - z.mean(dims, keepdim=True)) / (z.std(dims, keepdim=True, unbiased=False) + 1e-6)
+    if std_floor < 0:
+        raise ValueError(f"score_std_floor must be >= 0, got {std_floor}")
+    spread = z.std(dims, keepdim=True, unbiased=False)
+    spread = spread.clamp_min(std_floor) if std_floor > 0 else spread + 1e-6
+    z = (z - z.mean(dims, keepdim=True)) / spread
     if gate == "sigmoid_offset":
         return torch.sigmoid(z) + 0.1
     if gate == "sigmoid2":
