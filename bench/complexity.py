@@ -40,7 +40,7 @@ def input_shape_of(model: nn.Module) -> tuple[int, ...]:
     pe = getattr(model, "patch_embed", None)
     if pe is not None and getattr(pe, "img_size", None) is not None:
         h, w = pe.img_size if not isinstance(pe.img_size, int) else (pe.img_size, pe.img_size)
-        return (getattr(pe, "in_chans", 3) if hasattr(pe, "in_chans") else 3, h, w)
+        return (getattr(pe, "in_chans", 3), h, w)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return tuple(cfg.get("input_size", (3, 224, 224)))
 

@@ -25,13 +25,7 @@ VIDEO = [n for n in GRID + DARTS if "videomamba" in n]
 SMALL = dict(depth=2, embed_dim=32, d_state=4, num_classes=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids paying for thread hand-offs on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(name, **kw):
