@@ -45,7 +45,7 @@ DEFAULTS: dict[str, dict] = {
                        "glyph": 14, "copies": 3, "clutter": 6, "lattice": 4},
     "segmentation": {"canvas": 64, "num_classes": 5, "train_size": 1000, "val_size": 200,
                      "glyph": 10, "copies": 4, "clutter": 8},
-    "video": {"canvas": 32, "num_classes": 8, "train_size": 600, "val_size": 200, "frames": 4,
+    "video": {"canvas": 32, "num_classes": 8, "train_size": 2000, "val_size": 200, "frames": 4,
               "glyph": 8, "clutter": 4},
 }
 
