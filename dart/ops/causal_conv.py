@@ -2,13 +2,12 @@
 grouped `F.conv1d` on the left-padded sequence (no GPU needed)."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from .selective_scan import _reason, announce
+from .selective_scan import _reason, announce, choose_backend
 
 try:  # optional CUDA extra
     from causal_conv1d import causal_conv1d_fn as _causal_conv1d_fn
@@ -23,14 +22,8 @@ def has_causal_conv1d() -> bool:
 
 
 def conv_backend(x: Tensor, backend: Optional[str] = None) -> str:
-    backend = backend or os.environ.get("DART_CONV_BACKEND") or None
-    if backend is not None:
-        if backend not in BACKENDS:
-            raise ValueError(f"conv backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "causal_conv1d" and not (has_causal_conv1d() and x.is_cuda):
-            raise RuntimeError("the causal_conv1d backend needs causal-conv1d installed and CUDA tensors")
-        return backend
-    return "causal_conv1d" if (has_causal_conv1d() and x.is_cuda) else "torch"
+    """The backend `causal_conv1d` will use for inputs like `x`."""
+    return choose_backend("conv", BACKENDS, has_causal_conv1d() and x.is_cuda, backend, "DART_CONV_BACKEND")
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,

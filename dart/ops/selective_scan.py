@@ -49,16 +49,24 @@ def has_mamba_ssm() -> bool:
     return _mamba_selective_scan_fn is not None
 
 
+def choose_backend(what: str, backends: tuple[str, str], kernel_ready: bool, backend: Optional[str],
+                   env_var: str) -> str:
+    """`backends` = (kernel, "torch"): the requested backend (argument, else `env_var`) after
+    checking it can run, or the kernel when it can (`kernel_ready`: installed and CUDA inputs)."""
+    backend = backend or os.environ.get(env_var) or None
+    if backend is not None:
+        if backend not in backends:
+            raise ValueError(f"{what} backend must be one of {backends}, got {backend!r}")
+        if backend == backends[0] and not kernel_ready:
+            raise RuntimeError(f"the {backends[0]} {what} backend needs {backends[0].replace('_', '-')} "
+                               f"installed and CUDA tensors")
+        return backend
+    return backends[0] if kernel_ready else "torch"
+
+
 def scan_backend(u: Tensor, backend: Optional[str] = None) -> str:
     """The backend `selective_scan` will use for inputs like `u`."""
-    backend = backend or os.environ.get("DART_SCAN_BACKEND") or None
-    if backend is not None:
-        if backend not in BACKENDS:
-            raise ValueError(f"scan backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "mamba_ssm" and not (has_mamba_ssm() and u.is_cuda):
-            raise RuntimeError("the mamba_ssm scan backend needs mamba-ssm installed and CUDA tensors")
-        return backend
-    return "mamba_ssm" if (has_mamba_ssm() and u.is_cuda) else "torch"
+    return choose_backend("scan", BACKENDS, has_mamba_ssm() and u.is_cuda, backend, "DART_SCAN_BACKEND")
 
 
 def announce(kind: str, backend: str, reason: str) -> None:
