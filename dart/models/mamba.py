@@ -215,7 +215,8 @@ class VisionMamba(nn.Module):
                  init_mode: str = "vim", tokenizer: str = "grid", num_tokens: int = 196,
                  score_grid: int = 14, scorer="mobilenetv3_small", scorer_pretrained: bool = False,
                  scorer_input_size: Optional[int] = None, score_norm: str = "image",
-                 score_gate: str = "sigmoid2", score_std_floor: float = 1.0):
+                 score_gate: str = "sigmoid2", score_std_floor: float = 1.0,
+                 sampling: str = "centred"):
         super().__init__()
         if cls_position not in ("middle", "front"):
             raise ValueError(f"cls_position must be 'middle' or 'front', got {cls_position!r}")
@@ -240,7 +241,8 @@ class VisionMamba(nn.Module):
                 img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
                 num_tokens=num_tokens, score_grid=score_grid, scorer=scorer,
                 scorer_pretrained=scorer_pretrained, scorer_input_size=scorer_input_size,
-                score_norm=score_norm, score_gate=score_gate, score_std_floor=score_std_floor)
+                score_norm=score_norm, score_gate=score_gate, score_std_floor=score_std_floor,
+                sampling=sampling)
             table = score_grid * score_grid
         else:
             raise ValueError(f"tokenizer must be 'grid' or 'dart', got {tokenizer!r}")

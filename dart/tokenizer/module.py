@@ -1,6 +1,7 @@
 """`DART`: the tokenizer as an nn.Module, a thin shell around the geometry and sampling functions."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -11,7 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import geometry, sampling
+from .sampling import CONVENTIONS as sampling_conventions
 from .scorers import create_scorer, score_activation
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,7 +49,7 @@ class DART(nn.Module):
                  num_tokens: int = 196, score_grid: int = 14, scorer: str | nn.Module = "cnn",
                  scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
                  score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
-                 norm_layer: Optional[type] = None, bias: bool = True):
+                 sampling: str = "centred", norm_layer: Optional[type] = None, bias: bool = True):
         super().__init__()
         self.img_size = _pair(img_size)
         self.patch_size = patch_size
@@ -63,6 +67,9 @@ class DART(nn.Module):
         self.score_norm = score_norm
         self.score_gate = score_gate
         self.score_std_floor = float(score_std_floor)
+        if sampling not in sampling_conventions:
+            raise ValueError(f"sampling must be one of {sampling_conventions}, got {sampling!r}")
+        self.sampling = sampling
         score_activation(torch.zeros(1, 1, 1), score_norm, score_gate, self.score_std_floor)  # validate now
         self.scorer = create_scorer(scorer, in_chans, scorer_pretrained)
         # the scorer sees a copy of the image at most its preferred size (224: the paper's GFLOPs)
@@ -73,6 +80,15 @@ class DART(nn.Module):
         self.num_patches = self.num_tokens
         self.grid_size = (self.rows, math.ceil(self.num_tokens / self.rows))
         self.flatten = True
+
+    def use_official_convention(self) -> "DART":
+        """Tokenise exactly as the official checkpoints were trained: batch standardisation of the
+        scores, no std floor (the paper's plain formula), the reference sampling convention.
+        Called by `dart.engine.keymap` when it loads an official darvit-*/darvim-* checkpoint."""
+        self.score_norm, self.score_std_floor, self.sampling = "batch", 0.0, "reference"
+        _log.info("DART tokenizer set to the official convention: score_norm=batch, score_std_floor=0, "
+                  "sampling=reference")
+        return self
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 4:
@@ -131,8 +147,9 @@ class DART(nn.Module):
         with torch.autocast(x.device.type, enabled=False):  # geometry in fp32
             # float64 keeps the cumulative sums exact enough that uniform scores give the exact grid
             row_b, patch_b, _ = geometry.partition(scores.double(), self.num_tokens, self.rows)
-            grid = sampling.sampling_grid(row_b, patch_b, self.grid, self.patch_size)
-        tokens = self.project(sampling.sample_patches(x, grid))
+            grid = sampling.sampling_grid(row_b, patch_b, self.grid, self.patch_size,
+                                          convention=self.sampling, img_size=self.img_size)
+        tokens = self.project(sampling.sample_patches(x, grid, self.sampling))
         if not return_partition:
             return tokens
         pos = None
