@@ -74,3 +74,16 @@ def test_segmentation_training_run_reports_miou(tmp_path):
         torch.set_num_threads(threads)
     assert m["task"] == "segmentation" and 0 <= m["miou"] <= 100 and len(m["iou_per_class"]) == 5
     assert "top1" not in m and m["num_tokens"] == 16 and (m["gmacs"] is None or m["gmacs"] > 0)
+
+
+def test_a_patch_in_three_pieces_is_splatted_on_each_of_them():
+    """With average re-binning a patch can run across several bands: every piece carries its feature."""
+    from dart.tokenizer import geometry
+    row_b = torch.tensor([[0.0, 1.0, 3.0, 4.0]], dtype=torch.float64)
+    patch_b = torch.tensor([[0.0, 3.5, 9.0, 12.0]], dtype=torch.float64)  # patch 1 spans all 3 bands
+    rects = geometry.patch_rects(row_b, patch_b, 4, 40, 40)
+    feats = torch.tensor([[[1.0], [2.0], [3.0]]])
+    dense = tokens_to_dense(feats, rects, (4, 4), (40, 40))[0, 0]  # 10-px cells
+    assert dense[1:3].eq(2.0).all()  # band 1 (y 10-30) belongs to patch 1 alone
+    assert dense[0, :3].eq(1.0).all() and dense[0, 3] == 0.5 * 1.0 + 0.5 * 2.0  # x 30-35 vs 35-40
+    assert dense[3, 0] == 2.0 and dense[3, 1:].eq(3.0).all()
