@@ -118,7 +118,7 @@ def _synthetic(tmp_path: Path):
     for eid, top1 in (("toy_cls_grid", 41.0), ("toy_cls_dart", 55.5)):
         e = tmp_path / "results" / "toy" / "eval" / eid / "seed0.json"
         e.parent.mkdir(parents=True)
-        e.write_text(json.dumps({"top1": top1, "top5": 90.0}))
+        e.write_text(json.dumps({"top1": top1, "top5": 90.0, "source": {"kind": "run", "weights": "model"}}))
         evals.append(str(e))
     bench = tmp_path / "results" / "toy" / "bench" / "headline.csv"
     bench.parent.mkdir(parents=True)
