@@ -180,3 +180,185 @@ def test_one_nan_pixel_ends_in_the_clean_non_finite_stop(tmp_path, model, capsys
     assert main([*over, "--resume", "train.epochs=2"]) == 3
     assert "non-finite" in capsys.readouterr().err
     assert (tmp_path / "run" / "checkpoint_last.pt").read_bytes() == good
+
+
+# ---------------------------------------------------------------- 5. messages and exit codes
+def test_typo_in_model_kwargs_is_a_one_line_exit_2(tmp_path, capsys):
+    from dart.evaluate import main as evaluate
+    from dart.train import main as train
+    assert train(tiny(tmp_path, "run", "model.kwargs.num_tokns=4")) == 2
+    _one_line_error(capsys.readouterr().err, "model.kwargs", "num_tokns")
+    torch.save({}, tmp_path / "empty_dict.pth")
+    assert evaluate(["--checkpoint", str(tmp_path / "empty_dict.pth"), *tiny(tmp_path, "run", "model.kwargs.num_tokns=4")]) == 2
+    _one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", bytes(range(256)) * 8, "truncated"])
+def test_bad_checkpoint_files_name_the_path(tmp_path, trained, content, capsys):
+    from dart.evaluate import main as evaluate
+    from dart.train import main as train
+    path = tmp_path / "run" / "checkpoint_last.pt"
+    path.parent.mkdir()
+    if content == "truncated":
+        content = (trained / "run" / "checkpoint_last.pt").read_bytes()[:5000]
+    path.write_bytes(content)
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint_last.pt"):
+        ckpt.load(str(path))
+    assert evaluate(["--checkpoint", str(path), "--out", str(tmp_path / "e.json"), *tiny(trained)]) == 2
+    _one_line_error(capsys.readouterr().err, str(path))
+    assert train([*tiny(trained, "x"), f"output_dir={tmp_path / 'run'}", "--resume"]) == 2
+    _one_line_error(capsys.readouterr().err, str(path))
+
+
+def test_a_run_checkpoint_missing_its_keys_is_named(tmp_path, trained, capsys):
+    from dart.train import main as train
+    path = tmp_path / "run" / "checkpoint_last.pt"
+    path.parent.mkdir()
+    state = torch.load(trained / "run" / "checkpoint_last.pt", weights_only=True)
+    del state["optimizer"]
+    torch.save(state, path)
+    assert train([*tiny(trained, "x"), f"output_dir={tmp_path / 'run'}", "--resume"]) == 2
+    _one_line_error(capsys.readouterr().err, str(path), "optimizer")
+
+
+def test_decompression_bomb_is_skipped_like_any_unreadable_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dart.data import SkipLog, build_datasets, collate
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            d = tmp_path / "imgs" / split / c
+            d.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
+    Image.new("L", (200, 200)).save(tmp_path / "imgs" / "val" / "a" / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 200x200 > 2x the limit: PIL's bomb error
+    _, val, _ = build_datasets(load_config(None, ["data.kind=imagefolder", f"data.root={tmp_path / 'imgs'}",
+                                                  "data.num_classes=2", "data.img_size=16"]))
+    skips = SkipLog()
+    n = 0
+    for x, _, skipped in torch.utils.data.DataLoader(val, batch_size=8, collate_fn=collate):
+        skips.add(skipped)
+        n += x.shape[0]
+    assert n == 4 and [os.path.basename(p) for p in skips.paths] == ["bomb.png"]
+    assert "DecompressionBomb" in next(iter(skips.paths.values()))
+
+
+@pytest.mark.parametrize("value", ["16.5", "true", "'16'", "0"])
+def test_num_tokens_is_not_coerced(value):
+    import timm
+    with pytest.raises((ValueError, TypeError), match="num_tokens"):
+        timm.create_model("dart_deit_tiny_patch16_224", img_size=64, embed_dim=32, depth=1, num_heads=2,
+                          num_tokens=__import__("yaml").safe_load(value))
+
+
+def test_empty_batch_is_a_clear_error():
+    import timm
+    m = timm.create_model("dart_deit_tiny_patch16_224", img_size=32, num_tokens=4, embed_dim=32, depth=1,
+                          num_heads=2, num_classes=3)
+    with pytest.raises(ValueError, match="batch of 0 images"):
+        m(torch.zeros(0, 3, 32, 32))
+
+
+def test_binary_config_file_is_a_config_error(tmp_path, capsys):
+    from dart.train import main
+    bad = tmp_path / "cfg.yaml"
+    bad.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="cfg.yaml"):
+        load_config(str(bad))
+    assert main(["--config", str(bad)]) == 2
+    _one_line_error(capsys.readouterr().err, "cfg.yaml")
+
+
+def test_outputs_get_normal_permissions(tmp_path, trained):
+    old = os.umask(0o022)
+    try:
+        ckpt.write_json_atomic({"a": 1}, str(tmp_path / "x.json"))
+        ckpt.save_atomic({"a": torch.zeros(1)}, str(tmp_path / "x.pt"))
+        os.umask(0o027)
+        ckpt.write_json_atomic({"a": 1}, str(tmp_path / "y.json"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "x.json").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "x.pt").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "y.json").st_mode) == 0o640
+
+
+def test_overrides_may_stand_anywhere(tmp_path):
+    from dart.evaluate import parse_args as eval_args
+    from dart.train import parse_args as train_args
+    a = train_args(["--config", "toy_cls_dart", "a=1", "--output-dir", "D", "b=2", "--resume", "c=3"])
+    assert a.overrides == ["a=1", "b=2", "c=3"] and a.output_dir == "D" and a.resume
+    a = eval_args(["x=1", "--checkpoint", "C", "y=2", "--out", "O", "z=3"])
+    assert a.overrides == ["x=1", "y=2", "z=3"] and a.checkpoint == "C"
+
+
+def _ade(root, n=3, size=24):
+    from PIL import Image
+    for sub in ("training", "validation"):
+        (root / "images" / sub).mkdir(parents=True)
+        (root / "annotations" / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((size, size, 3), 30 * i, np.uint8)).save(root / "images" / sub / f"{i}.jpg")
+            Image.fromarray(np.full((size, size), i % 3, np.uint8)).save(root / "annotations" / sub / f"{i}.png")
+
+
+def test_evaluate_strict_data_error_is_exit_2(tmp_path, capsys):
+    from PIL import Image
+
+    from dart.evaluate import main as evaluate
+    from dart.train import main as train
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            d = tmp_path / "imgs" / split / c
+            d.mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
+    (tmp_path / "imgs" / "val" / "a" / "broken.png").write_bytes(b"not a png")
+    over = ["data.kind=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.num_classes=2", "data.img_size=16",
+            "model.name=deit_tiny_patch16_224", "model.kwargs={patch_size: 8, embed_dim: 16, depth: 1, num_heads: 2}",
+            "train.epochs=1", "train.batch_size=4", "eval.batch_size=4", "train.threads=1",
+            f"output_dir={tmp_path / 'run'}"]
+    assert train(over) == 0
+    capsys.readouterr()
+    rc = evaluate(["--checkpoint", str(tmp_path / "run" / "checkpoint_last.pt"), *over, "data.strict=true"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    _one_line_error(err, "broken.png")
+
+
+def test_missing_split_folder_is_not_called_a_dataset_root(tmp_path):
+    from dart.data import build_datasets
+    (tmp_path / "imgs" / "train" / "a").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as e:
+        build_datasets(load_config(None, ["data.kind=imagefolder", f"data.root={tmp_path / 'imgs'}"]))
+    assert "data.val_split" in str(e.value) and "dataset root" not in str(e.value)
+    assert "split folder" in str(e.value)
+
+
+def test_ade20k_layout_dataset_is_named_by_its_folder(tmp_path):
+    from dart.data import build_datasets
+    _ade(tmp_path / "myseg")
+    _, _, info = build_datasets(load_config(None, ["task=segmentation", "data.kind=ade20k", "data.num_classes=3",
+                                                   f"data.root={tmp_path / 'myseg'}"]))
+    assert info["dataset"] == "myseg"
+
+
+def test_top5_only_when_there_are_more_than_5_classes():
+    from dart.engine.distributed import DistInfo
+    from dart.engine.metrics import TopK
+    info = DistInfo()
+    for classes, want in ((4, None), (5, None), (6, 50.0)):
+        acc = TopK("cpu")
+        logits = torch.arange(classes, dtype=torch.float).repeat(2, 1)  # class order: last ... first
+        acc.update(logits, torch.tensor([classes - 1, 0]))  # top-1 of the first, last of the second
+        res = acc.compute(info)
+        assert res["top1"] == 50.0 and res["top5"] == want, (classes, res)
+
+
+def test_toy_cli_bad_set_is_exit_2(capsys, tmp_path):
+    from dart.data.toy import main
+    assert main(["--out", str(tmp_path / "t"), "--set", "train_size=abc"]) == 2
+    _one_line_error(capsys.readouterr().err, "train_size")
+    assert main(["--out", str(tmp_path / "t"), "--set", "bogus=3"]) == 2
+    _one_line_error(capsys.readouterr().err, "bogus")
