@@ -182,6 +182,34 @@ def test_one_nan_pixel_ends_in_the_clean_non_finite_stop(tmp_path, model, capsys
     assert (tmp_path / "run" / "checkpoint_last.pt").read_bytes() == good
 
 
+def test_a_models_floating_point_error_is_the_non_finite_stop(tmp_path, monkeypatch, capsys):
+    """The engine's contract with a model's own finiteness check (the DART tokenizer's, on its
+    scores): a FloatingPointError in the forward pass is a non-finite loss, exit 3."""
+    import dart.engine.loop as loop
+    from dart.train import main
+
+    class Checked(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if not torch.isfinite(x).all():
+                raise FloatingPointError("non-finite scores")
+            return self.inner(x)
+
+    build = loop.build_model
+    monkeypatch.setattr(loop, "build_model", lambda cfg: Checked(build(cfg)))
+    over = tiny(tmp_path)
+    assert main(over) == 0
+    xs = tmp_path / "toy" / "train_x.npy"
+    x = np.load(xs).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    np.save(xs, x)
+    assert main([*over, "--resume", "train.epochs=2"]) == 3
+    assert "non-finite scores" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- 5. messages and exit codes
 def test_typo_in_model_kwargs_is_a_one_line_exit_2(tmp_path, capsys):
     from dart.evaluate import main as evaluate

@@ -342,9 +342,13 @@ class Trainer:
                 x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
                 if mixup is not None:
                     x, y = mixup(x, y)
-                with autocast(info.device, dtype):
-                    out = ddp_model(x)
-                    loss = criterion(out.float(), y)
+                try:
+                    with autocast(info.device, dtype):
+                        out = ddp_model(x)
+                        loss = criterion(out.float(), y)
+                except FloatingPointError as e:  # a model's own finiteness check (e.g. DART's scores)
+                    loss = torch.tensor(float("nan"), device=info.device)
+                    log.error("non-finite values in the forward pass: %s", e)
                 if global_step == nan_at:
                     loss = loss * float("nan")
                 lval = loss.detach().double()
