@@ -390,3 +390,53 @@ def test_toy_cli_bad_set_is_exit_2(capsys, tmp_path):
     _one_line_error(capsys.readouterr().err, "train_size")
     assert main(["--out", str(tmp_path / "t"), "--set", "bogus=3"]) == 2
     _one_line_error(capsys.readouterr().err, "bogus")
+
+
+# ---------------------------------------------------------------- bench CLIs: the same convention
+TINY_BENCH = "deit_tiny_patch16_224:img_size=32,patch_size=16,embed_dim=16,depth=1,num_heads=2"
+
+
+@pytest.mark.parametrize("sizes", [["0"], ["4", "-1"]])
+def test_throughput_refuses_non_positive_batch_sizes(tmp_path, sizes, capsys):
+    from bench import throughput as tp
+    with pytest.raises(SystemExit) as e:
+        tp.main(["--models", TINY_BENCH, "--batch-sizes", *sizes, "--out", str(tmp_path / "t.csv")])
+    assert e.value.code == 2 and "--batch-sizes" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_bench_out_in_a_file_path_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
+    """A path whose parent is a file cannot be written by anyone (root included)."""
+    from bench import throughput as tp
+    (tmp_path / "afile").write_text("x")
+    measured = []
+    monkeypatch.setattr(tp, "run_sweep", lambda *a, **k: measured.append(1) or [])
+    assert tp.main(["--models", TINY_BENCH, "--batch-sizes", "1", "--out", str(tmp_path / "afile" / "t.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "afile" in err and "Traceback" not in err
+    from bench import tokenizer_split as ts
+    monkeypatch.setattr(ts, "run", lambda *a, **k: measured.append(1) or [])
+    assert ts.main(["--batch-sizes", "1", "--out", str(tmp_path / "afile" / "s.csv")]) == 2
+    assert "afile" in capsys.readouterr().err and measured == []
+
+
+def test_bench_csvs_get_normal_permissions(tmp_path):
+    from bench import complexity
+    from bench import throughput as tp
+    old = os.umask(0o022)
+    try:
+        tp.write_rows_atomic(str(tmp_path / "t.csv"), [{"model": "m"}])
+        complexity.write_csv_atomic([{"model": "m"}], str(tmp_path / "c.csv"), ["model"])
+    finally:
+        os.umask(old)
+    for f in ("t.csv", "c.csv"):
+        assert stat.S_IMODE(os.stat(tmp_path / f).st_mode) == 0o644, f
+
+
+def test_complexity_and_plots_user_errors_are_exit_2(tmp_path, capsys):
+    from bench import complexity, plots
+    assert complexity.main(["no_such_model_xyz"]) == 2
+    _one_line_error(capsys.readouterr().err.replace("bench.", "dart.bench."), "no_such_model_xyz")
+    assert complexity.main(["deit_tiny_patch16_224", "--model-kwargs", "img_size"]) == 2
+    assert plots.main([str(tmp_path / "missing.csv")]) == 2
+    _one_line_error(capsys.readouterr().err.replace("bench.", "dart.bench."), "missing.csv")

@@ -26,12 +26,38 @@ def user_error(prog: str, err: BaseException | str) -> int:
     return USER_ERROR
 
 
-def positive_int_list(text: str) -> list[int]:
-    """argparse type: '1,8,64' -> [1, 8, 64]; every value a positive integer."""
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size of 0 measures nothing)."""
     try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
+        v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"{text!r}: every value must be a positive integer")
-    return vals
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return v
+
+
+def check_writable(path: str, what: str = "--out") -> None:
+    """Fail before any measurement if `path` cannot be written: create its folder and a scratch file."""
+    import os
+    import tempfile
+    d = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=d)
+        os.close(fd)
+        os.unlink(tmp)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a directory")
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be written: {e.strerror or e}") from e
