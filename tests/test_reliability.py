@@ -147,7 +147,8 @@ def test_evaluate_refuses_a_config_the_checkpoint_was_not_trained_with(tmp_path,
     _one_line_error(capsys.readouterr().err, "model.kwargs.num_tokens")
     # evaluation settings may differ; training-only settings are taken from the checkpoint
     rc = main(["--checkpoint", str(trained / "run" / "checkpoint_last.pt"), "--out", str(out),
-               *tiny(trained), "eval.batch_size=4", "train.epochs=9", "train.seed=5"])
+               *tiny(trained), "eval.batch_size=4", "train.epochs=9", "train.seed=5",
+               "model.init_checkpoint=elsewhere.pt"])
     assert rc == 0, capsys.readouterr().err
     ev = json.loads(out.read_text())
     assert ev["epochs"] == 1 and ev["seed"] == 0 and ev["num_tokens"] == 4

@@ -16,8 +16,9 @@ RUNTIME = ("output_dir", "name", "train.threads", "train.device", "train.log_int
 RESUME_MAY_CHANGE = RUNTIME + ("train.epochs", "eval.batch_size", "eval.every", "eval.max_batches")
 # evaluate: every evaluation setting, and the autocast precision
 EVALUATE_MAY_CHANGE = RUNTIME + ("eval.*", "train.amp")
-# evaluate: settings that only act on training; the checkpoint's values are the ones recorded
-EVALUATE_TAKES_FROM_CHECKPOINT = ("train.*", "aug.*")
+# evaluate: settings that only act on training (init_checkpoint: the weights training started from);
+# the checkpoint's values are the ones recorded
+EVALUATE_TAKES_FROM_CHECKPOINT = ("train.*", "aug.*", "model.init_checkpoint")
 
 
 class ConfigMismatch(ValueError):
