@@ -70,7 +70,7 @@ def load_weights(model, obj, path: str, use_ema: bool, log) -> dict:
     blockers, allowed = evaluation_blockers(report)
     if blockers:
         raise ckpt.CheckpointError(f"official checkpoint {path} does not fill the model, so its score would "
-                                   f"be a randomly initialised model's: {report.summary()}")
+                                   f"not be the checkpoint's: {report.summary()}")
     msg = f"official checkpoint {path}: {report.summary()}"
     if allowed:
         msg += f"; allowed (classifier head of another data.num_classes, left as initialised): {', '.join(allowed)}"
@@ -97,9 +97,11 @@ def main(argv=None) -> int:
     from .engine.loop import ShardSampler, evaluate, make_loader, metric_record, setup_logging
     from .engine.metrics import complexity
 
+    from .engine.cli import check_writable
     try:
         obj = ckpt.load(args.checkpoint)
         cfg = config_for(obj, cfg, args.checkpoint)
+        check_writable(args.out or os.path.join(cfg["output_dir"], "eval.json"), "the output")  # before evaluating
     except (FileNotFoundError, ValueError) as e:
         return user_error(prog, e)
     if cfg["train"]["threads"]:

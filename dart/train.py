@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     except NonFiniteLoss as e:
         print(f"dart.train: {e}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, DataError, ValueError) as e:
+    except (FileNotFoundError, PermissionError, DataError, ValueError) as e:
         return user_error(prog, e)
     return 0
 

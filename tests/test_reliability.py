@@ -441,3 +441,13 @@ def test_complexity_and_plots_user_errors_are_exit_2(tmp_path, capsys):
     assert complexity.main(["deit_tiny_patch16_224", "--model-kwargs", "img_size"]) == 2
     assert plots.main([str(tmp_path / "missing.csv")]) == 2
     _one_line_error(capsys.readouterr().err.replace("bench.", "dart.bench."), "missing.csv")
+
+
+def test_evaluate_checks_its_output_before_evaluating(tmp_path, trained, capsys):
+    from dart.evaluate import main
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "eval.json"
+    assert main(["--checkpoint", str(trained / "run" / "checkpoint_last.pt"), "--out", str(out), *tiny(trained)]) == 2
+    err = capsys.readouterr().err
+    _one_line_error(err, str(out))
+    assert "eval: top1" not in err  # refused before any evaluation
