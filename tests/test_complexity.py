@@ -47,10 +47,14 @@ PARAMS_MISSES = {
 PARAMS_TOL_M = 0.5
 
 
+def _row_id(r):
+    return r["model"] + (":" + r["model_kwargs"] if r["model_kwargs"] else "")
+
+
 def _row_param(row):
     miss = PARAMS_MISSES.get((row["model"], row["model_kwargs"]))
     marks = [pytest.mark.xfail(strict=True, reason=miss)] if miss else []
-    return pytest.param(row, marks=marks, id=row["model"] + (":" + row["model_kwargs"] if row["model_kwargs"] else ""))
+    return pytest.param(row, marks=marks, id=_row_id(row))
 
 
 @pytest.mark.parametrize("row", [_row_param(r) for r in DEIT_ROWS])
@@ -61,7 +65,7 @@ def test_params_match_the_paper(row):
     assert abs(got - float(row["params_m"])) <= PARAMS_TOL_M, got
 
 
-@pytest.mark.parametrize("row", DEIT_ROWS, ids=lambda r: r["model"] + (":" + r["model_kwargs"] if r["model_kwargs"] else ""))
+@pytest.mark.parametrize("row", DEIT_ROWS, ids=_row_id)
 def test_gmacs_and_tokens_match_the_paper(row):
     got = complexity.count(row["model"], **complexity.parse_kwargs(row["model_kwargs"]))
     assert abs(got["gmacs"] - float(row["gflops"])) <= 0.05 * float(row["gflops"]), got

@@ -218,7 +218,8 @@ def test_typo_in_model_kwargs_is_a_one_line_exit_2(tmp_path, capsys):
     assert train(tiny(tmp_path, "run", "model.kwargs.num_tokns=4")) == 2
     _one_line_error(capsys.readouterr().err, "model.kwargs", "num_tokns")
     torch.save({}, tmp_path / "empty_dict.pth")
-    assert evaluate(["--checkpoint", str(tmp_path / "empty_dict.pth"), *tiny(tmp_path, "run", "model.kwargs.num_tokns=4")]) == 2
+    typo = tiny(tmp_path, "run", "model.kwargs.num_tokns=4")
+    assert evaluate(["--checkpoint", str(tmp_path / "empty_dict.pth"), *typo]) == 2
     _one_line_error(capsys.readouterr().err)
 
 

@@ -168,7 +168,8 @@ def evaluate(model: nn.Module, loader, cfg: dict, info: dist_.DistInfo, skips: S
     model.eval()
     dtype = amp_dtype(cfg, info.device)
     seg = cfg["task"] == "segmentation"
-    acc = MeanIoU(cfg["data"]["num_classes"], info.device, IGNORE_INDEX) if seg else TopK(info.device, cfg["data"]["num_classes"])
+    n_classes = cfg["data"]["num_classes"]
+    acc = MeanIoU(n_classes, info.device, IGNORE_INDEX) if seg else TopK(info.device, n_classes)
     n_img, t0 = 0, time.perf_counter()
     for i, (x, y, skipped) in enumerate(loader):
         skips.add(skipped)
