@@ -34,6 +34,8 @@ import torch.nn as nn
 
 from .throughput import (ModelSpec, create_model, input_size_of, is_oom, latency_stats,
                          parse_model_spec, resolve_device, synchronize, timed_loop, write_rows_atomic)
+from dart.engine.cli import check_writable, nonnegative_int, positive_int, user_error
+
 from . import memory as mem
 
 NAN = float("nan")
@@ -302,19 +304,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model", default="dart_deit_small_patch16_224",
                    help="DART model whose patch_embed is timed, NAME[:key=val,...] "
                         "(default dart_deit_small_patch16_224)")
-    p.add_argument("--tokens", nargs="+", type=int, default=[196, 392], help="token budgets N")
+    p.add_argument("--tokens", nargs="+", type=positive_int, default=[196, 392], help="token budgets N")
     p.add_argument("--grid-models", nargs="*", default=["deit_small_patch16_224"],
                    help="grid models whose timm PatchEmbed is timed (each on its own input size)")
     p.add_argument("--model-kwargs", type=json.loads, default={},
                    help="JSON keyword arguments for every model (e.g. '{\"img_size\": 64}')")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32])
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    p.add_argument("--warmup-iters", type=int, default=5)
-    p.add_argument("--min-iters", type=int, default=10, help="timed calls per stage at least")
+    p.add_argument("--warmup-iters", type=nonnegative_int, default=5)
+    p.add_argument("--min-iters", type=positive_int, default=10, help="timed calls per stage at least")
     p.add_argument("--min-time", type=float, default=1.0, help="timed seconds per stage at least")
-    p.add_argument("--rounds", type=int, default=3, help="the stages take turns this many times")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--rounds", type=positive_int, default=3, help="the stages take turns this many times")
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", nargs="*", default=[],
                    help="also time these geometry+sampling baselines on the same scores: 'two-pass' (the "
@@ -323,8 +325,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", required=True, help="CSV path (rewritten atomically)")
     p.add_argument("--no-plot", action="store_true")
     a = p.parse_args(argv)
-    spec = parse_model_spec(a.model, a.model_kwargs)
-    grids = [parse_model_spec(s, a.model_kwargs) for s in a.grid_models]
+    prog = "bench.tokenizer_split"
+    if not isinstance(a.model_kwargs, dict):
+        return user_error(prog, "--model-kwargs must be a JSON object")
+    try:
+        spec = parse_model_spec(a.model, a.model_kwargs)
+        grids = [parse_model_spec(s, a.model_kwargs) for s in a.grid_models]
+        check_writable(a.out)  # before measuring
+    except ValueError as e:
+        return user_error(prog, e)
     rows = run(spec, a.tokens, grids, a.batch_sizes, a.out, device=a.device, amp=a.amp,
                warmup=a.warmup_iters, min_iters=a.min_iters, min_time=a.min_time, rounds=a.rounds,
                threads=a.threads, seed=a.seed, baselines=a.baselines)

@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._common import need_images
+
 __all__ = ["Segmenter", "create_segmenter", "tokens_to_dense", "grid_rects"]
 
 
@@ -119,6 +121,7 @@ class _Backbone(nn.Module):
             return feats, rects
         # Vision Mamba
         if self.dart:
+            need_images(x)
             tokens, part = m.patch_embed(x, pos_embed=m.patch_pos_table(), return_partition=True)
             tokens = tokens + part.pos_embed.to(tokens.dtype)
             rects = part.rects
