@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import copy
 import csv
 import datetime as _dt
 import gc
@@ -56,8 +57,11 @@ FIELDS = [
     # context
     "device_type", "device", "driver", "nvml", "torch_version", "cuda_version", "timm_version",
     "dtype", "amp", "channels_last", "compile", "torch_threads", "tokens", "img_size", "params_m",
-    "timestamp",
+    "gmacs", "timestamp",
 ]
+# the --vs ratios CSV (<out>.ratios.csv): measured images/s ratio and its FLOP bound side by side
+RATIO_FIELDS = ["model_a", "model_b", "mode", "batch_size", "images_per_s_a", "images_per_s_b", "ratio",
+                "ratio_round_median", "rounds", "gmacs_a", "gmacs_b", "flop_ratio", "ratio_of_bound"]
 STATUSES = ("ok", "oom", "error")
 KEY = ("model", "batch_size", "mode", "dtype", "channels_last", "compile")
 
@@ -153,6 +157,16 @@ def tokens_of(model: nn.Module) -> float:
 
 
 # ------------------------------------------------------------------------------------ timing
+
+def gmacs_per_image(model: nn.Module, input_size: tuple) -> float:
+    """GMACs of one image by `bench.complexity` (counted on a copy: the counter unfuses attention),
+    NaN when the model cannot be counted."""
+    from .complexity import count_model
+    try:
+        return float(count_model(copy.deepcopy(model), tuple(input_size))["gmacs"])
+    except Exception:  # noqa: BLE001 - a count must not fail the measurement; NaN says "not counted"
+        return NAN
+
 
 def is_oom(err: BaseException) -> bool:
     """The framework's out-of-memory error (torch.OutOfMemoryError, alias torch.cuda.OutOfMemoryError),
@@ -429,6 +443,7 @@ class Runner:
             "img_size": (str(self.input_size[1]) if self.input_size[1] == self.input_size[2]
                          else f"{self.input_size[1]}x{self.input_size[2]}"),
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "gmacs": gmacs_per_image(model, self.input_size),
         }
         model = model.to(ctx.device)
         if opts.channels_last:
@@ -712,39 +727,69 @@ def _per_round(v) -> list[float]:
     return [float(x) for x in str(v).split(";") if x]
 
 
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):  # "" in a CSV read back: not measured
+        return NAN
+
+
 def ratio_table(rows: Sequence[dict], a: str, b: str, mode: str) -> list[tuple]:
-    """[(batch, img/s of a, img/s of b, a/b, median of per-round ratios, rounds)] for the batch
-    sizes where both ran ok. The per-round ratios pair round r of a with round r of b (an
+    """[(batch, img/s of a, img/s of b, a/b, median of per-round ratios, rounds, FLOP bound)] for
+    the batch sizes where both ran ok. The per-round ratios pair round r of a with round r of b (an
     interleaved run); their median resists a round that other load on the machine slowed down.
-    It is NaN when the rounds cannot be paired."""
+    It is NaN when the rounds cannot be paired. The FLOP bound is GMACs of b / GMACs of a: the
+    ratio if images/s were proportional to 1 / multiply-adds (NaN where a count is missing)."""
     def ips(model):
         d = {}
         for r in rows:
             if r["model"] == model and r["mode"] == mode and r["status"] == "ok":
                 d[int(r["batch_size"])] = (float(r["images_per_s"]),
-                                           _per_round(r.get("images_per_s_per_round")))
+                                           _per_round(r.get("images_per_s_per_round")),
+                                           _float(r.get("gmacs")))
         return d
     da, db = ips(a), ips(b)
     out = []
     for k in sorted(set(da) & set(db)):
-        (x, rx), (y, ry) = da[k], db[k]
+        (x, rx, ga), (y, ry, gb) = da[k], db[k]
         if y <= 0:
             continue
         paired = [p / q for p, q in zip(rx, ry) if q > 0] if len(rx) == len(ry) > 1 else []
-        out.append((k, x, y, x / y, statistics.median(paired) if paired else NAN, len(paired)))
+        flop_ratio = gb / ga if ga > 0 and gb > 0 else NAN  # NaN compares False
+        out.append((k, x, y, x / y, statistics.median(paired) if paired else NAN, len(paired), flop_ratio))
     return out
+
+
+def ratio_rows(rows, pairs, mode) -> list[dict]:
+    """The --vs ratios as CSV rows (RATIO_FIELDS)."""
+    gm = {(r["model"], int(r["batch_size"])): _float(r.get("gmacs")) for r in rows
+          if r["mode"] == mode and r["status"] == "ok"}
+    out = []
+    for a, b in pairs:
+        for bs, x, y, q, qm, n, fr in ratio_table(rows, a, b, mode):
+            out.append(dict(model_a=a, model_b=b, mode=mode, batch_size=bs, images_per_s_a=x,
+                            images_per_s_b=y, ratio=q, ratio_round_median=qm, rounds=n,
+                            gmacs_a=gm[(a, bs)], gmacs_b=gm[(b, bs)], flop_ratio=fr,
+                            ratio_of_bound=q / fr if fr > 0 else NAN))
+    return out
+
+
+def ratios_path(out: str) -> str:
+    root, ext = os.path.splitext(out)
+    return f"{root}.ratios{ext or '.csv'}"
 
 
 def print_ratios(rows, pairs, mode, file=None) -> None:
     file = file or sys.stdout
     for a, b in pairs:
         table = ratio_table(rows, a, b, mode)
-        print(f"\n{a} / {b} ({mode}, images/s):", file=file)
+        print(f"\n{a} / {b} ({mode}, images/s; FLOP bound = GMACs of {b} / GMACs of {a}):", file=file)
         if not table:
             print("  no batch size where both ran ok", file=file)
-        for bs, x, y, q, qm, n in table:
+        for bs, x, y, q, qm, n, fr in table:
             paired = f"; median of {n} per-round ratios {qm:.3f}" if n else ""
-            print(f"  batch {bs:>5}: {x:10.2f} / {y:10.2f} = {q:.3f}{paired}", file=file)
+            bound = f"; FLOP bound {fr:.3f} ({q / fr:.0%} of it)" if fr > 0 else "; FLOP bound not counted"
+            print(f"  batch {bs:>5}: {x:10.2f} / {y:10.2f} = {q:.3f}{paired}{bound}", file=file)
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -781,7 +826,7 @@ torch_peak_alloc_delta_mib torch_peak_reserved_mib | nvml_used_base_mib nvml_use
 nvml_gpu_util_{mean,max}_pct nvml_power_{mean,max}_w nvml_samples | rss_base_mib rss_peak_mib
 rss_peak_delta_mib rss_peak_method ru_maxrss_mib process_threads | device_type device driver nvml
 torch_version cuda_version timm_version dtype amp channels_last compile torch_threads tokens
-img_size params_m timestamp. With --interleave all models stay loaded, so absolute peaks
+img_size params_m gmacs (per image, bench.complexity) timestamp. With --interleave all models stay loaded, so absolute peaks
 (torch_peak_alloc_mib, rss_peak_mib) include the other models; the *_delta_* columns do not.
 
 Example (the paper's headline, interleaved):
@@ -814,7 +859,8 @@ Example (the paper's headline, interleaved):
                         "min-time/rounds seconds; all models stay loaded")
     p.add_argument("--rounds", type=positive_int, default=3, help="rounds with --interleave (default 3)")
     p.add_argument("--vs", nargs=2, action="append", default=[], metavar=("A", "B"),
-                   help="print images/s of A over B per batch size (repeatable; model specs as given)")
+                   help="print images/s of A over B per batch size beside its FLOP bound (GMACs of B / "
+                        "GMACs of A), and write them to <out>.ratios.csv (repeatable; model specs as given)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-nvml", action="store_true", help="do not use NVML even on CUDA")
     p.add_argument("--sample-interval", type=float, default=0.02,
@@ -859,6 +905,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      progress=not args.no_progress)
     if args.vs:
         print_ratios(rows, args.vs, args.mode)
+        write_rows_atomic(ratios_path(args.out), ratio_rows(rows, args.vs, args.mode), RATIO_FIELDS)
     if not args.no_plot:
         try:
             from .plots import plot_throughput

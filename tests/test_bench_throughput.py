@@ -84,6 +84,18 @@ def test_cli_schema_and_cpu_fallback(tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"{TINY_DART} / {TINY}" in captured.out and "batch     1:" in captured.out
     assert "median of 2 per-round ratios" in captured.out
+    # the FLOP bound beside each measured ratio, in the output and in <out>.ratios.csv
+    from bench.complexity import count
+    g_tiny, g_dart = (count(n.split(":")[0], **tp.parse_model_spec(n).kwargs)["gmacs"] for n in (TINY, TINY_DART))
+    for r in rows:
+        assert float(r["gmacs"]) == pytest.approx(g_tiny if r["model"] == TINY else g_dart, rel=1e-3)  # 6 decimals
+    rfields, ratios = _read(tmp_path / "bench" / "run.ratios.csv")
+    assert rfields == tp.RATIO_FIELDS and [int(r["batch_size"]) for r in ratios] == [1, 2]
+    for r in ratios:
+        assert (r["model_a"], r["model_b"]) == (TINY_DART, TINY)
+        assert float(r["flop_ratio"]) == pytest.approx(g_tiny / g_dart, rel=1e-5)
+        assert float(r["ratio_of_bound"]) == pytest.approx(float(r["ratio"]) / float(r["flop_ratio"]), rel=1e-4)
+    assert f"FLOP bound {g_tiny / g_dart:.3f}" in captured.out
     assert "NVML" in captured.err and "torch threads 1" in captured.err
     assert torch.get_num_threads() == threads_before  # --threads does not leak out of the sweep
 
@@ -179,15 +191,20 @@ def test_timed_loop_min_iters_and_time():
 
 
 def test_ratio_table():
-    rows = [dict(model=m, mode="infer", status=s, batch_size=b, images_per_s=v, images_per_s_per_round=pr)
-            for m, b, s, v, pr in (
-                ("a", 1, "ok", 10.0, "10;10;12"), ("b", 1, "ok", 5.0, "5;2;6"),
-                ("a", 8, "ok", 40.0, ""), ("b", 8, "oom", float("nan"), ""))]
-    # per round: 2, 5, 2 -> median 2, although the total ratio is pulled by the slow round of b
-    assert tp.ratio_table(rows, "a", "b", "infer") == [(1, 10.0, 5.0, 2.0, 2.0, 3)]
+    rows = [dict(model=m, mode="infer", status=s, batch_size=b, images_per_s=v, images_per_s_per_round=pr,
+                 gmacs=g)
+            for m, b, s, v, pr, g in (
+                ("a", 1, "ok", 10.0, "10;10;12", 1.0), ("b", 1, "ok", 5.0, "5;2;6", 4.0),
+                ("a", 8, "ok", 40.0, "", 1.0), ("b", 8, "oom", float("nan"), "", 4.0))]
+    # per round: 2, 5, 2 -> median 2, although the total ratio is pulled by the slow round of b;
+    # FLOP bound: b costs 4x the multiply-adds of a
+    assert tp.ratio_table(rows, "a", "b", "infer") == [(1, 10.0, 5.0, 2.0, 2.0, 3, 4.0)]
+    (r,) = tp.ratio_rows(rows, [("a", "b")], "infer")
+    assert r["flop_ratio"] == 4.0 and r["ratio_of_bound"] == 0.5 and r["gmacs_b"] == 4.0
     rows[1]["images_per_s_per_round"] = "5"  # not interleaved: nothing to pair
+    rows[1]["gmacs"] = ""  # not counted (an empty CSV cell)
     (row,) = tp.ratio_table(rows, "a", "b", "infer")
-    assert row[:4] == (1, 10.0, 5.0, 2.0) and math.isnan(row[4]) and row[5] == 0
+    assert row[:4] == (1, 10.0, 5.0, 2.0) and math.isnan(row[4]) and row[5] == 0 and math.isnan(row[6])
 
 
 def test_tokenizer_split(tmp_path):

@@ -218,3 +218,61 @@ def test_video_csv_decodes_and_skips_bad_clips(tmp_path):
     _, val, _ = build_datasets(cfg)
     with pytest.raises(DataError, match="bad.mp4"):
         val[1]
+
+
+def _write_textured_clip(path, frames, codec, gop, bframes=None, w=64, h=48):
+    """Every frame different (a texture moving 2 px per frame), so a wrong frame cannot pass."""
+    import av
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.gop_size = gop
+        if bframes is not None:
+            s.codec_context.max_b_frames = bframes
+        base = np.random.default_rng(0).integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+        for t in range(frames):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.roll(base, 2 * t, axis=1), format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+@pytest.mark.parametrize("codec,gop,bframes", [("mpeg4", 7, 2), ("mpeg4", 100, 0), ("libx264", 10, None)])
+def test_read_clip_returns_the_frames_of_full_decoding(tmp_path, codec, gop, bframes):
+    """Seeking to keyframes and decoding only the chosen frames gives exactly the frames that
+    decoding everything and indexing gives: every sampling mode, keyframes near and far, B-frames."""
+    av = pytest.importorskip("av")
+    import random
+    from dart.data import video
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    path = tmp_path / "clip.mp4"
+    _write_textured_clip(path, 53, codec, gop, bframes)
+    full = video.decode_frames(str(path))
+    assert len(full) == 53 and not np.array_equal(full[0], full[1])
+    for stride in (None, 3, 20):
+        for train in (False, True):
+            for seed in range(3):
+                idx = video.frame_indices(len(full), 8, stride, train, random.Random(seed))
+                seen = []
+                got = video.read_clip(str(path), lambda n: seen.append(n) or idx)
+                assert seen == [len(full)]  # the frame count from the packets is the decoded count
+                assert np.array_equal(got, full[idx]), (stride, train, seed)
+    for idx in ([52, 0, 52, 26], [5]):  # any order, repeats, the last frame
+        assert np.array_equal(video.read_clip(str(path), lambda n: idx), full[idx])
+
+
+def test_read_clip_without_timestamps_decodes_sequentially(tmp_path, monkeypatch):
+    """When the packets cannot index the clip, the sequential fallback gives the same frames."""
+    pytest.importorskip("av")
+    from dart.data import video
+    path = tmp_path / "clip.mp4"
+    _write_textured_clip(path, 20, "mpeg4", 5, 2)
+    full = video.decode_frames(str(path))
+
+    def unseekable(container, stream):
+        raise video._Unseekable("simulated")
+
+    monkeypatch.setattr(video, "_packet_index", unseekable)
+    idx = [0, 7, 7, 19]
+    assert np.array_equal(video.read_clip(str(path), lambda n: idx), full[idx])

@@ -1,4 +1,5 @@
-"""The pure-PyTorch selective scan and causal conv against plain step-by-step references."""
+"""The selective scan (pure PyTorch and the compiled CPU kernels) and the causal conv against plain
+step-by-step references."""
 from __future__ import annotations
 
 import importlib
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from dart.models.mamba import Mamba, mixer_macs
-from dart.ops import causal_conv1d, linear_scan, scan_backend, selective_scan, selective_scan_torch
+from dart.ops import (causal_conv1d, linear_scan, numba_status, scan_backend, selective_scan,
+                      selective_scan_numba, selective_scan_torch)
 
 scan_module = importlib.import_module("dart.ops.selective_scan")  # the module, not the function
 
@@ -198,18 +200,134 @@ def test_causal_conv_matches_padded_conv_module():
 
 
 def test_backend_is_visible(caplog):
+    """On the CPU the compiled kernels run (numba is a base dependency), named in one log line."""
     scan_module._announced.clear()
     m = Mamba(8, d_state=4)
     assert m.scan_backend is None
     with caplog.at_level(logging.INFO, logger="dart.ops"):
         m(torch.randn(1, 5, 8))
         m(torch.randn(1, 5, 8))
-    assert m.scan_backend == "torch" and m.conv_backend == "torch"
+    assert m.scan_backend == "numba" and m.conv_backend == "torch"
     lines = [r.getMessage() for r in caplog.records if "selective scan" in r.getMessage()]
-    assert len(lines) == 1 and "torch" in lines[0]
-    assert scan_backend(torch.zeros(1)) == "torch"
+    assert len(lines) == 1 and "numba" in lines[0]
+    assert scan_backend(torch.zeros(1)) == "numba"
+    assert scan_backend(torch.zeros(1), "torch") == "torch"
     with pytest.raises(RuntimeError):
         selective_scan(*make_inputs(1, 2, 2, 3)[0], backend="mamba_ssm")
+    with pytest.raises(ValueError):
+        selective_scan(*make_inputs(1, 2, 2, 3)[0], backend="cuda")
+
+
+# --------------------------------------------------------------------------- compiled CPU scan
+def _with_grads(args, extras):
+    args = [a.clone().requires_grad_() for a in args]
+    extras = {k: (v.clone().requires_grad_() if torch.is_tensor(v) else v) for k, v in extras.items()}
+    return args, extras, list(args) + [v for v in extras.values() if torch.is_tensor(v)]
+
+
+def assert_numba_matches_torch(args, extras, tol=TOL):
+    """Output and the gradients of every input: compiled kernels vs the PyTorch scan."""
+    a1, e1, leaves1 = _with_grads(args, extras)
+    a2, e2, leaves2 = _with_grads(args, extras)
+    y, y_ref = selective_scan_numba(*a1, **e1), selective_scan_torch(*a2, **e2)
+    torch.testing.assert_close(y, y_ref, **tol)
+    w = torch.randn_like(y)
+    grads = torch.autograd.grad((y * w).sum(), leaves1)
+    grads_ref = torch.autograd.grad((y_ref * w).sum(), leaves2)
+    for gr, gr_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(gr, gr_ref, **tol)
+
+
+def test_numba_kernels_are_ready():
+    """numba is a base dependency: the compiled path must run here, not silently fall back."""
+    assert numba_status() == "ready"
+
+
+@pytest.mark.parametrize("b,d,n,length,bc,groups", CASES)
+def test_numba_scan_matches_torch_scan(b, d, n, length, bc, groups):
+    args, extras = make_inputs(b, d, n, length, bc, groups, seed=length + 2)
+    assert_numba_matches_torch(args, extras)
+    with torch.no_grad():  # and the sequential reference, without autograd
+        torch.testing.assert_close(selective_scan_numba(*args, **extras), sequential_scan(*args, **extras), **TOL)
+
+
+def test_numba_scan_long_sequence():
+    """L = 1296 (VideoMamba's 8 x 162-ish token sequences), Mamba-sized state."""
+    args, extras = make_inputs(2, 3, 16, 1296, seed=11)
+    assert_numba_matches_torch(args, extras)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 30.0, 300.0])
+def test_numba_scan_extreme_steps(scale):
+    """Tiny steps (decay ~ 1: long memory) and huge ones (exp(dt A) underflows to 0)."""
+    (u, delta, A, B, C), extras = make_inputs(2, 4, 8, 97, seed=int(scale * 10) + 1)
+    delta = delta.abs() * scale
+    args = (u, delta, A, B, C)
+    extras = dict(D=extras["D"], z=extras["z"])  # no softplus: dt = delta exactly
+    with torch.no_grad():
+        y = selective_scan_numba(*args, **extras)
+        assert torch.isfinite(y).all()
+        torch.testing.assert_close(y, sequential_scan(*args, **extras), **TOL)
+    assert_numba_matches_torch(args, extras)
+
+
+def test_numba_scan_bfloat16_and_threads():
+    """Half-precision inputs compute in fp32 like the PyTorch path; several threads give the same
+    numbers as one (each work item owns its outputs and partial sums)."""
+    args, extras = make_inputs(2, 6, 4, 40, seed=7)
+    y = selective_scan_numba(args[0].bfloat16(), *args[1:], **extras)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, selective_scan_torch(args[0].bfloat16(), *args[1:], **extras))
+    n = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            a, e, leaves = _with_grads(args, extras)
+            y = selective_scan_numba(*a, **e)
+            outs.append([y, *torch.autograd.grad(y.square().sum(), leaves)])
+        for x1, x2 in zip(*outs):
+            torch.testing.assert_close(x1, x2, **TOL)
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_falls_back_to_torch_with_one_log_line(monkeypatch, caplog):
+    """Without numba (import fails): the PyTorch scan runs, one INFO line says why."""
+    real_import = importlib.import_module
+
+    def no_numba(name, package=None):
+        if name.endswith("scan_numba"):
+            raise ImportError("No module named 'numba'")
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", no_numba)
+    monkeypatch.setattr(scan_module, "_numba_status", None)
+    monkeypatch.setattr(scan_module, "_announced", set())
+    args, extras = make_inputs(1, 3, 4, 9, seed=1)
+    with caplog.at_level(logging.INFO, logger="dart.ops"):
+        y = selective_scan(*args, **extras)
+        selective_scan(*args, **extras)
+    assert scan_backend(args[0]) == "torch"
+    assert numba_status().startswith("numba not installed")
+    lines = [r.getMessage() for r in caplog.records if "selective scan" in r.getMessage()]
+    assert len(lines) == 1 and "torch" in lines[0] and "numba not installed" in lines[0]
+    torch.testing.assert_close(y, sequential_scan(*args, **extras), **TOL)
+    with pytest.raises(RuntimeError, match="numba"):
+        selective_scan(*args, **extras, backend="numba")
+
+
+def test_falls_back_when_kernels_fail(monkeypatch):
+    """A numba / LLVM failure at compile time is a fallback too, not a crash."""
+    import dart.ops.scan_numba as kernels
+
+    def broken():
+        raise RuntimeError("LLVM failure")
+
+    monkeypatch.setattr(kernels, "warm_up", broken)
+    monkeypatch.setattr(scan_module, "_numba_status", None)
+    assert scan_backend(torch.zeros(1)) == "torch"
+    assert "LLVM failure" in numba_status()
 
 
 def test_uncounted_macs_complete_flop_counter():

@@ -35,7 +35,8 @@ def read_csv(path: str, root: str) -> list[tuple[str, int]]:
 
 
 def decode_frames(path: str) -> np.ndarray:
-    """All frames of the first video stream as uint8 (N, H, W, 3)."""
+    """All frames of the first video stream as uint8 (N, H, W, 3). (The loader uses `read_clip`,
+    which decodes only what it keeps; this is the plain reference.)"""
     import av
     with av.open(path) as container:
         if not container.streams.video:
@@ -44,6 +45,97 @@ def decode_frames(path: str) -> np.ndarray:
     if not frames:
         raise ValueError("no decodable frames")
     return np.stack(frames)
+
+
+class _Unseekable(Exception):
+    """Timestamps missing or not where the index said: decode sequentially instead."""
+
+
+def _packet_index(container, stream) -> tuple[list[int], list[int]]:
+    """Presentation timestamps of all frames (sorted) and of the keyframes, from the packets alone
+    (demuxing reads the file but decodes nothing)."""
+    pts, keys = [], []
+    for packet in container.demux(stream):
+        if packet.size == 0:  # the demuxer's final flush packet
+            continue
+        if packet.pts is None:
+            raise _Unseekable("a packet without a timestamp")
+        pts.append(packet.pts)
+        if packet.is_keyframe:
+            keys.append(packet.pts)
+    pts.sort()
+    keys.sort()
+    return pts, keys
+
+
+def _decode_at(container, stream, targets: list[int], keys: list[int]) -> dict[int, np.ndarray]:
+    """RGB frames at the sorted presentation timestamps `targets`: seek to the keyframe before a
+    target whenever that skips frames not yet decoded, else decode on; only the targets are
+    converted to RGB."""
+    import bisect
+    out: dict[int, np.ndarray] = {}
+    frames, position = None, None  # the decoder's iterator and the last pts it gave
+    for target in targets:
+        if target in out:
+            continue
+        k = bisect.bisect_right(keys, target) - 1
+        key = keys[k] if k >= 0 else None
+        if frames is None or (key is not None and position is not None and key > position):
+            container.seek(key if key is not None else target, stream=stream, backward=True)
+            frames = container.decode(stream)
+        for frame in frames:
+            if frame.pts is None:
+                raise _Unseekable("a frame without a timestamp")
+            position = frame.pts
+            if frame.pts in targets and frame.pts not in out:
+                out[frame.pts] = frame.to_ndarray(format="rgb24")
+            if frame.pts >= target:
+                break
+        if target not in out:
+            raise _Unseekable(f"no frame at pts {target} after seeking")
+    return out
+
+
+def _decode_sequential(container, stream, indices: list[int]) -> dict[int, np.ndarray]:
+    """Frames by decode-output position, keeping (as RGB) only `indices`, stopping after the last."""
+    wanted, out, last = set(indices), {}, max(indices)
+    for i, frame in enumerate(container.decode(stream)):
+        if i in wanted:
+            out[i] = frame.to_ndarray(format="rgb24")
+        if i >= last:
+            break
+    return out
+
+
+def read_clip(path: str, pick) -> np.ndarray:
+    """The frames `pick(n)` chooses (indices into the clip's n frames, as `frame_indices` gives),
+    as uint8 (T, H, W, 3), decoding only what is needed: the frame count and keyframes come from
+    the packets, then the decoder seeks to each chosen frame's keyframe (or decodes on when that
+    is closer) and converts only the chosen frames to RGB. Memory: the T kept frames. Without
+    usable timestamps it decodes from the start twice (count, then keep), never holding more than
+    the chosen frames. The same frames as `decode_frames(path)[pick(n)]` (tests/test_data.py)."""
+    import av
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        try:
+            pts, keys = _packet_index(container, stream)
+            if not pts:
+                raise ValueError("no decodable frames")
+            indices = [int(i) for i in pick(len(pts))]
+            got = _decode_at(container, stream, sorted({pts[i] for i in indices}), keys)
+            return np.stack([got[pts[i]] for i in indices])
+        except _Unseekable:
+            pass
+    with av.open(path) as container:
+        n = sum(1 for _ in container.decode(video=0))
+    if n == 0:
+        raise ValueError("no decodable frames")
+    indices = [int(i) for i in pick(n)]
+    with av.open(path) as container:
+        got = _decode_sequential(container, container.streams.video[0], indices)
+    return np.stack([got[i] for i in indices])
 
 
 def frame_indices(n: int, t: int, stride: int | None, train: bool, rng: random.Random) -> list[int]:
@@ -74,7 +166,6 @@ class VideoCSVDataset(SafeDataset):
 
     def load(self, i: int):
         p, y = self.rows[i]
-        frames = decode_frames(p)
-        idx = frame_indices(len(frames), self.num_frames, self.stride, self.train, random)
-        clip = to_float_image(torch.from_numpy(frames[idx]), self.mean, self.std)  # (T, 3, H, W)
+        frames = read_clip(p, lambda n: frame_indices(n, self.num_frames, self.stride, self.train, random))
+        clip = to_float_image(torch.from_numpy(frames), self.mean, self.std)  # (T, 3, H, W)
         return self.transform(clip.transpose(0, 1).contiguous()), y  # (3, T, H, W)

@@ -11,6 +11,10 @@ channel d and state n, with dt = softplus(delta + delta_bias):
 Backends:
 * "mamba_ssm": mamba-ssm's fused kernel; used for CUDA tensors when mamba-ssm is installed
   (`pip install .[cuda]`).
+* "numba": CPU tensors when numba is installed (it is a base dependency): compiled kernels for the
+  forward and the backward (`scan_numba.py`), parallel over batch x channels on torch's thread
+  count, no (batch, dim, L, N) tensor formed. Compiled at first use and cached on disk by numba;
+  if numba is missing or its compilation fails, one log line says so and the "torch" path runs.
 * "torch": everywhere else. The linear recurrence h_t = a_t h_{t-1} + b_t is solved by a two-level
   chunked scan (`scan_states`): chunks of T ~ sqrt(L) steps are scanned all at once (T vectorised
   steps), then the states entering the chunks follow from the chunk ends (one small step per
@@ -20,10 +24,12 @@ Backends:
   two (batch, dim, L, N) tensors per call. Without autograd the same scheme runs fused
   (`_scan_outputs_nograd`): no (batch, dim, L, N) tensor is formed.
 
-Set DART_SCAN_BACKEND=torch to force the PyTorch path on a GPU (e.g. to compare the two).
+Set DART_SCAN_BACKEND=torch to force the PyTorch path (e.g. to compare), =numba to insist on the
+compiled CPU kernels (an error if they cannot run).
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -40,7 +46,7 @@ try:  # optional CUDA extra
 except Exception:  # ImportError, or a build without its CUDA extension
     _mamba_selective_scan_fn = None
 
-BACKENDS = ("mamba_ssm", "torch")
+BACKENDS = ("mamba_ssm", "numba", "torch")
 MIN_CHUNK = 8  # fewest steps per chunk of the PyTorch scan
 _announced: set[str] = set()
 
@@ -64,9 +70,41 @@ def choose_backend(what: str, backends: tuple[str, str], kernel_ready: bool, bac
     return backends[0] if kernel_ready else "torch"
 
 
+_numba_status: Optional[str] = None  # "ready", or why the compiled CPU scan cannot run; set at first use
+
+
+def numba_status() -> str:
+    """"ready" when the compiled CPU kernels run here (imported, compiled or loaded from numba's
+    cache, tried on a tiny problem, once per process), else the reason they do not."""
+    global _numba_status
+    if _numba_status is None:
+        try:
+            importlib.import_module(".scan_numba", __package__).warm_up()
+            _numba_status = "ready"
+        except ImportError as e:
+            _numba_status = f"numba not installed: {e}"
+        except Exception as e:  # a numba / LLVM failure: the PyTorch scan still works
+            _numba_status = f"numba kernels failed: {type(e).__name__}: {e}"
+    return _numba_status
+
+
 def scan_backend(u: Tensor, backend: Optional[str] = None) -> str:
-    """The backend `selective_scan` will use for inputs like `u`."""
-    return choose_backend("scan", BACKENDS, has_mamba_ssm() and u.is_cuda, backend, "DART_SCAN_BACKEND")
+    """The backend `selective_scan` will use for inputs like `u`: the requested one (argument, else
+    DART_SCAN_BACKEND) after checking it can run, else mamba-ssm on CUDA, numba on the CPU, torch."""
+    backend = backend or os.environ.get("DART_SCAN_BACKEND") or None
+    on_cpu = u.device.type == "cpu"
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"scan backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "mamba_ssm" and not (has_mamba_ssm() and u.is_cuda):
+            raise RuntimeError("the mamba_ssm scan backend needs mamba-ssm installed and CUDA tensors")
+        if backend == "numba" and not (on_cpu and numba_status() == "ready"):
+            raise RuntimeError(f"the numba scan backend needs CPU tensors and numba: "
+                               f"{numba_status() if on_cpu else 'tensors on ' + u.device.type}")
+        return backend
+    if has_mamba_ssm() and u.is_cuda:
+        return "mamba_ssm"
+    return "numba" if on_cpu and numba_status() == "ready" else "torch"
 
 
 def announce(kind: str, backend: str, reason: str) -> None:
@@ -75,6 +113,16 @@ def announce(kind: str, backend: str, reason: str) -> None:
     if key not in _announced:
         _announced.add(key)
         _log.info("dart.ops: %s runs on the %s backend (%s)", kind, backend, reason)
+
+
+def _scan_reason(u: Tensor, which: str) -> str:
+    if which == "mamba_ssm":
+        return _reason(u, True, "mamba-ssm")
+    if which == "numba":
+        return "compiled CPU kernels"
+    if u.device.type == "cpu":
+        return "numba kernels not used: " + numba_status() if numba_status() != "ready" else "requested"
+    return _reason(u, has_mamba_ssm(), "mamba-ssm")
 
 
 def _reason(u: Tensor, installed: bool, package: str) -> str:
@@ -214,11 +262,7 @@ def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     Deliberately free of matmuls, so FlopCounterMode sees none of it (see `scan_macs`).
     """
     dtype_in = u.dtype
-    uf, dt = u.float(), delta.float()
-    if delta_bias is not None:
-        dt = dt + delta_bias.float()[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
+    uf, dt = _inputs_fp32(u, delta, delta_bias, delta_softplus)
     dim = u.shape[1]
     Af, Bv, Cv = A.float(), _bc_view(B.float(), dim), _bc_view(C.float(), dim)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, delta_bias)):
@@ -227,11 +271,55 @@ def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
         y = (linear_scan(dA, dBu) * Cv).sum(-1)  # (b, d, L)
     else:  # inference: fused, no (b, d, L, N) tensor
         y = _scan_outputs_nograd(dt, Af, uf, Bv, Cv)
+    return _skip_and_gate(y, uf, D, z).to(dtype_in)
+
+
+def _inputs_fp32(u: Tensor, delta: Tensor, delta_bias: Optional[Tensor], delta_softplus: bool):
+    """u and dt = softplus(delta + delta_bias) in fp32."""
+    uf, dt = u.float(), delta.float()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    return uf, dt
+
+
+def _skip_and_gate(y: Tensor, uf: Tensor, D: Optional[Tensor], z: Optional[Tensor]) -> Tensor:
     if D is not None:
         y = y + uf * D.float()[:, None]
     if z is not None:
         y = y * F.silu(z.float())
-    return y.to(dtype_in)
+    return y
+
+
+def _bc_kernel_layout(X: Tensor, dim: int) -> Tensor:
+    """B or C as the compiled kernel takes it: contiguous fp32 (Bb, G, Lb, N)."""
+    if X.dim() == 2:  # (dim, N): one group per channel, shared over batch and time
+        X = X[None, :, None, :]
+    elif X.dim() == 3:  # (batch, N, L)
+        X = X.transpose(1, 2).unsqueeze(1)
+    elif X.dim() == 4:  # (batch, groups, N, L)
+        if dim % X.shape[1]:
+            raise ValueError(f"{X.shape[1]} groups do not divide {dim} channels")
+        X = X.transpose(2, 3)
+    else:
+        raise ValueError(f"B/C must have 2, 3 or 4 dims, got shape {tuple(X.shape)}")
+    return X.float().contiguous()
+
+
+def selective_scan_numba(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                         D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                         delta_bias: Optional[Tensor] = None, delta_softplus: bool = False) -> Tensor:
+    """The same computation as `selective_scan_torch` with the recurrence (forward and backward)
+    in compiled CPU kernels (`scan_numba.py`); softplus, D skip and z gate stay in PyTorch."""
+    from .scan_numba import NumbaScan
+
+    dtype_in = u.dtype
+    uf, dt = _inputs_fp32(u, delta, delta_bias, delta_softplus)
+    dim = u.shape[1]
+    y = NumbaScan.apply(dt.contiguous(), uf.contiguous(), A.float().contiguous(),
+                        _bc_kernel_layout(B, dim), _bc_kernel_layout(C, dim))
+    return _skip_and_gate(y, uf, D, z).to(dtype_in)
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -240,11 +328,13 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                    backend: Optional[str] = None) -> Tensor:
     """Selective scan on the best available backend (see the module docstring)."""
     which = scan_backend(u, backend)
-    announce("selective scan", which, _reason(u, has_mamba_ssm(), "mamba-ssm"))
+    announce("selective scan", which, _scan_reason(u, which))
     if which == "mamba_ssm":
         return _mamba_selective_scan_fn(u.contiguous(), delta.contiguous(), A, B.contiguous(),
                                         C.contiguous(), D, z=None if z is None else z.contiguous(),
                                         delta_bias=delta_bias, delta_softplus=delta_softplus)
+    if which == "numba":
+        return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 

@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .trunk_inference import run_trunk
+
 _log = logging.getLogger(__name__)
 
 
@@ -117,7 +119,8 @@ class TrunkScorer(nn.Module):
         return self
 
     def forward(self, x: Tensor, grid: int) -> Tensor:
-        return self.head(self.trunk(x), grid)
+        # a frozen / eval trunk runs as a BN-folded channels-last copy (trunk_inference.py)
+        return self.head(run_trunk(self, self.trunk, x), grid)
 
 
 class SmallCNNScorer(nn.Module):

@@ -1,0 +1,200 @@
+"""Compiled CPU selective scan: numba kernels for the forward and the backward (imported lazily by
+`selective_scan.py`, which falls back to the pure-PyTorch scan when numba is missing or fails).
+
+Core computed here, per batch b, channel d and state n (dt already softplus'ed, fp32):
+
+    h_t = exp(dt_t * A_n) * h_{t-1} + dt_t * u_t * B_tn,    y_t = sum_n C_tn h_tn
+
+One work item is one (batch, channel) sequence, run step by step with the N states in registers;
+items are spread over numba's threads (as many as torch uses). No (batch, dim, L, N) tensor is
+formed, forward or backward: the backward recomputes each sequence's states into a per-thread
+(L + 1, N) buffer, then runs the reverse recurrence
+
+    g_t = dL/dh_t = gy_t C_t + exp(dt_{t+1} A) g_{t+1}
+
+B and C come in as (Bb, G, Lb, N) with Bb in {1, batch} and Lb in {1, L}: shared across the batch
+and / or time when those are 1, G groups of channels (G = dim for the per-channel constant B of
+S4). Their gradients are summed over the channels of a group, so the backward's work items are
+(batch, group, block of channels) and each writes its own partial sum (reduced afterwards by
+torch): no two threads write the same memory.
+
+exp is computed by `_exp` below (range reduction + degree-7 Taylor polynomial + table of powers
+of two), which LLVM vectorises over the N states; libm's scalar expf is not vectorised without
+Intel's SVML and would take most of the time. Relative error within a few fp32 ulps.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)  # ln 2 = _LN2_HI + _LN2_LO; the high part has few bits, so k * _LN2_HI is exact
+_LN2_LO = np.float32(-2.1219444005469057e-04)
+_POW2_OFFSET = 151
+# _POW2[k + _POW2_OFFSET] = 2^k for k in [-151, 127]; exp(x) = (2 p) * 2^(k-1) so k = 128 cannot overflow the table
+_POW2 = np.array([2.0 ** k for k in range(-_POW2_OFFSET, 128)], dtype=np.float64).astype(np.float32)
+_INV_FACT = [np.float32(1.0 / math.factorial(i)) for i in range(8)]
+_C2, _C3, _C4, _C5, _C6, _C7 = _INV_FACT[2:]
+
+
+@njit(inline="always", fastmath={"contract"})
+def _exp(x, pow2):
+    """exp(x) for fp32 x: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial (degree 7:
+    truncation error < 1e-8 relative), times 2^k from the table. Below -104 the result is 0 (as in
+    fp32), above 88.7 inf; NaN stays NaN (its index is clamped, p is NaN)."""
+    x = min(max(x, np.float32(-104.0)), np.float32(89.0))
+    k = math.floor(x * _LOG2E + np.float32(0.5))
+    r = x - k * _LN2_HI - k * _LN2_LO
+    p = _C7 * r + _C6
+    p = p * r + _C5
+    p = p * r + _C4
+    p = p * r + _C3
+    p = p * r + _C2
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    i = min(max(np.int32(k) + (_POW2_OFFSET - 1), 0), pow2.shape[0] - 1)
+    return (p * np.float32(2.0)) * pow2[i]
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"})
+def _forward(dt, u, A, B, C, y, pow2):
+    nb, nd, L = u.shape
+    N = A.shape[1]
+    G = B.shape[1]
+    per_group = nd // G
+    b_varies, t_varies = B.shape[0] > 1, B.shape[2] > 1
+    for item in prange(nb * nd):
+        bi, di = item // nd, item % nd
+        gi = di // per_group
+        bb = bi if b_varies else 0
+        h = np.zeros(N, np.float32)
+        for t in range(L):
+            tt = t if t_varies else 0
+            d = dt[bi, di, t]
+            du = d * u[bi, di, t]
+            acc = np.float32(0.0)
+            for n in range(N):
+                hn = _exp(d * A[di, n], pow2) * h[n] + du * B[bb, gi, tt, n]
+                h[n] = hn
+                acc += hn * C[bb, gi, tt, n]
+            y[bi, di, t] = acc
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"})
+def _backward(dt, u, A, B, C, gy, ddt, du, dA_part, dB_part, dC_part, pow2):
+    """ddt, du (b, d, L); dA_part (b, d, N); dB_part, dC_part (b, G, blocks, Lb, N): sums over the
+    channels of one block of a group (and over time when Lb is 1)."""
+    nb, nd, L = u.shape
+    N = A.shape[1]
+    G = B.shape[1]
+    per_group = nd // G
+    blocks = dB_part.shape[2]
+    b_varies, t_varies = B.shape[0] > 1, B.shape[2] > 1
+    for item in prange(nb * G * blocks):
+        bi, rest = item // (G * blocks), item % (G * blocks)
+        gi, blk = rest // blocks, rest % blocks
+        bb = bi if b_varies else 0
+        c0 = gi * per_group + (blk * per_group) // blocks
+        c1 = gi * per_group + ((blk + 1) * per_group) // blocks
+        hs = np.zeros((L + 1, N), np.float32)  # hs[t + 1] = h_t; hs[0] = 0
+        decay = np.empty((L, N), np.float32)
+        g = np.empty(N, np.float32)
+        gA = np.empty(N, np.float32)
+        for di in range(c0, c1):
+            for t in range(L):  # recompute the states
+                tt = t if t_varies else 0
+                d = dt[bi, di, t]
+                dtu = d * u[bi, di, t]
+                for n in range(N):
+                    a = _exp(d * A[di, n], pow2)
+                    decay[t, n] = a
+                    hs[t + 1, n] = a * hs[t, n] + dtu * B[bb, gi, tt, n]
+            g[:] = 0.0  # exp(dt_{t+1} A) g_{t+1}: what the future sends back to h_t
+            gA[:] = 0.0
+            for t in range(L - 1, -1, -1):
+                tt = t if t_varies else 0
+                d = dt[bi, di, t]
+                ut = u[bi, di, t]
+                gyt = gy[bi, di, t]
+                acc_dt = np.float32(0.0)
+                acc_du = np.float32(0.0)
+                for n in range(N):
+                    gn = g[n] + gyt * C[bb, gi, tt, n]
+                    dC_part[bi, gi, blk, tt, n] += gyt * hs[t + 1, n]
+                    dB_part[bi, gi, blk, tt, n] += gn * (d * ut)
+                    ga = gn * hs[t, n] * decay[t, n]  # dL/d(dt_t A_n)
+                    bn = B[bb, gi, tt, n]
+                    acc_dt += gn * ut * bn + ga * A[di, n]
+                    acc_du += gn * bn
+                    gA[n] += ga * d
+                    g[n] = decay[t, n] * gn
+                ddt[bi, di, t] = acc_dt
+                du[bi, di, t] = acc_du * d
+            for n in range(N):
+                dA_part[bi, di, n] = gA[n]
+
+
+def _use_torch_threads() -> int:
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+    return n
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def scan_core_forward(dt: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    """y (b, d, L) from contiguous fp32 dt, u (b, d, L), A (d, N), B, C (Bb, G, Lb, N)."""
+    _use_torch_threads()
+    y = torch.empty_like(u)
+    _forward(_np(dt), _np(u), _np(A), _np(B), _np(C), _np(y), _POW2)
+    return y
+
+
+def scan_core_backward(dt: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor, gy: Tensor):
+    """Gradients of sum(gy * y) with respect to dt, u, A, B, C (B, C shaped as given)."""
+    threads = _use_torch_threads()
+    nb, nd, L = u.shape
+    Bb, G, Lb, N = B.shape
+    per_group = nd // G
+    # enough work items for every thread (4 each, for balance), never more blocks than channels
+    blocks = max(1, min(per_group, -(-4 * threads // (nb * G))))
+    ddt, du = torch.empty_like(dt), torch.empty_like(u)
+    dA_part = u.new_empty(nb, nd, N)
+    dB_part = u.new_zeros(nb, G, blocks, Lb, N)
+    dC_part = u.new_zeros(nb, G, blocks, Lb, N)
+    _backward(_np(dt), _np(u), _np(A), _np(B), _np(C), _np(gy), _np(ddt), _np(du), _np(dA_part),
+              _np(dB_part), _np(dC_part), _POW2)
+    dB, dC = dB_part.sum(2), dC_part.sum(2)  # (b, G, Lb, N)
+    if Bb == 1:
+        dB, dC = dB.sum(0, keepdim=True), dC.sum(0, keepdim=True)
+    return ddt, du, dA_part.sum(0), dB, dC
+
+
+class NumbaScan(torch.autograd.Function):
+    """The core scan with the compiled backward; saves only its inputs."""
+
+    @staticmethod
+    def forward(ctx, dt: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+        ctx.save_for_backward(dt, u, A, B, C)
+        return scan_core_forward(dt, u, A, B, C)
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        grads = scan_core_backward(*ctx.saved_tensors, gy.float().contiguous())
+        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's disk cache) both kernels on a tiny problem."""
+    g = torch.Generator().manual_seed(0)
+    dt, u = torch.rand(1, 2, 3, generator=g), torch.randn(1, 2, 3, generator=g)
+    A, B, C = -torch.rand(2, 4, generator=g), torch.randn(1, 1, 3, 4, generator=g), torch.randn(1, 1, 3, 4, generator=g)
+    scan_core_backward(dt, u, A, B, C, scan_core_forward(dt, u, A, B, C))
