@@ -5,7 +5,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 # keyword arguments of every DART model that configure the tokenizer rather than the backbone
 TOKENIZER_KWARGS = ("num_tokens", "score_grid", "scorer", "scorer_pretrained", "scorer_input_size",
-                    "score_norm", "score_gate", "score_std_floor", "sampling")
+                    "score_norm", "score_gate", "score_std_floor", "sampling", "quantile_eps")
 
 
 def dart_cfg(input_size: int = 448, **kwargs) -> dict:

@@ -26,7 +26,7 @@ class DartVisionTransformer(VisionTransformer):
     Extra arguments: num_tokens (token budget N), score_grid (g: scores and the learned position
     table are g x g), scorer (name or module), scorer_pretrained, scorer_input_size, score_norm
     ('image' or 'batch'), score_gate, score_std_floor (see `score_activation`), sampling
-    ('reference' or 'centred', see `sampling.sampling_grid`). `img_size` is the
+    ('reference' or 'centred', see `sampling.sampling_grid`), quantile_eps (see `geometry.inverse_cdf`). `img_size` is the
     tokenizer's input size (448 for the paper's
     "224" models).
     """
@@ -35,7 +35,7 @@ class DartVisionTransformer(VisionTransformer):
                  num_tokens: int = 196, score_grid: int = 14, scorer="mobilenetv3_small",
                  scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
                  score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
-                 sampling: str = "centred", **kwargs):
+                 sampling: str = "centred", quantile_eps: float = 1e-8, **kwargs):
         if kwargs.get("class_token") is False or kwargs.get("no_embed_class") or kwargs.get("reg_tokens"):
             raise ValueError("DART DeiT models use one class token with its own position embedding")
         if kwargs.get("dynamic_img_size"):
@@ -49,7 +49,7 @@ class DartVisionTransformer(VisionTransformer):
             num_tokens=num_tokens, score_grid=score_grid, scorer=scorer,
             scorer_pretrained=scorer_pretrained, scorer_input_size=scorer_input_size,
             score_norm=score_norm, score_gate=score_gate, score_std_floor=score_std_floor,
-            sampling=sampling, bias=not kwargs.get("pre_norm", False))
+            sampling=sampling, quantile_eps=quantile_eps, bias=not kwargs.get("pre_norm", False))
         if self.weight_init_mode != "skip":
             self.patch_embed.proj.reset_parameters()
 

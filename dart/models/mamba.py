@@ -216,7 +216,7 @@ class VisionMamba(nn.Module):
                  score_grid: int = 14, scorer="mobilenetv3_small_v2", scorer_pretrained: bool = False,
                  scorer_input_size: Optional[int] = None, score_norm: str = "image",
                  score_gate: str = "sigmoid2", score_std_floor: float = 1.0,
-                 sampling: str = "centred"):
+                 sampling: str = "centred", quantile_eps: float = 1e-8):
         super().__init__()
         if cls_position not in ("middle", "front"):
             raise ValueError(f"cls_position must be 'middle' or 'front', got {cls_position!r}")
@@ -242,7 +242,7 @@ class VisionMamba(nn.Module):
                 num_tokens=num_tokens, score_grid=score_grid, scorer=scorer,
                 scorer_pretrained=scorer_pretrained, scorer_input_size=scorer_input_size,
                 score_norm=score_norm, score_gate=score_gate, score_std_floor=score_std_floor,
-                sampling=sampling)
+                sampling=sampling, quantile_eps=quantile_eps)
             table = score_grid * score_grid
         else:
             raise ValueError(f"tokenizer must be 'grid' or 'dart', got {tokenizer!r}")

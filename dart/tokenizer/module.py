@@ -18,6 +18,12 @@ from .scorers import create_scorer, score_activation
 _log = logging.getLogger(__name__)
 
 
+class NonFiniteScores(FloatingPointError, ValueError):
+    """The scores (given, or the scorer's output) hold NaN or inf: no partition can be cut.
+
+    A FloatingPointError, so a training loop can treat it like a non-finite loss."""
+
+
 @dataclass
 class Partition:
     """How one batch was tokenised. Coordinates: `row_bounds` in score-grid units along y,
@@ -49,7 +55,7 @@ class DART(nn.Module):
                  num_tokens: int = 196, score_grid: int = 14, scorer: str | nn.Module = "cnn",
                  scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
                  score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
-                 sampling: str = "centred", norm_layer: Optional[type] = None, bias: bool = True):
+                 sampling: str = "centred", quantile_eps: float = geometry.REFERENCE_EPS, norm_layer: Optional[type] = None, bias: bool = True):
         super().__init__()
         self.img_size = _pair(img_size)
         self.patch_size = patch_size
@@ -70,6 +76,9 @@ class DART(nn.Module):
         if sampling not in sampling_conventions:
             raise ValueError(f"sampling must be one of {sampling_conventions}, got {sampling!r}")
         self.sampling = sampling
+        if not quantile_eps >= 0:
+            raise ValueError(f"quantile_eps must be >= 0, got {quantile_eps}")
+        self.quantile_eps = float(quantile_eps)
         score_activation(torch.zeros(1, 1, 1), score_norm, score_gate, self.score_std_floor)  # validate now
         self.scorer = create_scorer(scorer, in_chans, scorer_pretrained)
         # the scorer sees a copy of the image at most its preferred size (224: the paper's GFLOPs)
@@ -86,8 +95,9 @@ class DART(nn.Module):
         scores, no std floor (the paper's plain formula), the reference sampling convention.
         Called by `dart.engine.keymap` when it loads an official darvit-*/darvim-* checkpoint."""
         self.score_norm, self.score_std_floor, self.sampling = "batch", 0.0, "reference"
+        self.quantile_eps = geometry.REFERENCE_EPS
         _log.info("DART tokenizer set to the official convention: score_norm=batch, score_std_floor=0, "
-                  "sampling=reference")
+                  "sampling=reference, quantile_eps=%g", self.quantile_eps)
         return self
 
     def check_input(self, x: Tensor) -> None:
@@ -99,11 +109,13 @@ class DART(nn.Module):
             raise ValueError(f"input size {tuple(x.shape[-2:])} does not match the model's img_size "
                              f"{self.img_size}")
 
-    def check_scores(self, scores: Tensor, batch: int) -> None:
+    def check_scores(self, scores: Tensor, batch: int, source: str = "given") -> None:
         if scores.shape != (batch, self.grid, self.grid):
             raise ValueError(f"scores must have shape {(batch, self.grid, self.grid)}, got {tuple(scores.shape)}")
         if not torch.isfinite(scores).all():
-            raise ValueError("scores contain NaN or inf")
+            bad = (~torch.isfinite(scores)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise NonFiniteScores(f"{source} scores contain NaN or inf (images {bad} of the batch); "
+                                  f"check the input images and normalisation for NaN/inf or a zero std")
         if (scores < 0).any():
             raise ValueError("scores must be non-negative")
         if (scores.flatten(1).sum(-1) <= 0).any():
@@ -142,11 +154,14 @@ class DART(nn.Module):
         self.check_input(x)
         if scores is None:
             scores = self.score(x)
+            # a NaN here would become an out-of-range index in the geometry (a device assert on CUDA)
+            self.check_scores(scores, x.shape[0], source="the scorer's")
         else:
             self.check_scores(scores, x.shape[0])
         with torch.autocast(x.device.type, enabled=False):  # geometry in fp32
             # float64 keeps the cumulative sums exact enough that uniform scores give the exact grid
-            row_b, patch_b, _ = geometry.partition(scores.double(), self.num_tokens, self.rows)
+            row_b, patch_b, _ = geometry.partition(scores.double(), self.num_tokens, self.rows,
+                                                   self.quantile_eps)
             grid = sampling.sampling_grid(row_b, patch_b, self.grid, self.patch_size,
                                           convention=self.sampling, img_size=self.img_size)
         tokens = self.project(sampling.sample_patches(x, grid, self.sampling))

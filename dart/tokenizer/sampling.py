@@ -37,14 +37,15 @@ def sampling_grid(row_bounds: Tensor, patch_bounds: Tensor, grid: int, patch_siz
     start, length = patch_bounds[:, :-1], patch_bounds[:, 1:] - patch_bounds[:, :-1]
     seq = start[..., None] + steps * length[..., None]  # (B, N, P_u) positions along the sequence
     band = torch.div(seq, grid, rounding_mode="floor").clamp_(0, rows - 1)
-    x = (seq - band * grid) * scale_x - 1.0
-    band = band.long()
-    top = row_bounds.gather(1, band.flatten(1)).view_as(seq)
-    height = row_bounds.gather(1, (band + 1).flatten(1)).view_as(seq) - top
-    # laid out (B, P_v, N, P_u) so that grid_sample's output rows are the patches' rows
-    y = (top * scale_y - 1.0)[:, None] + steps[None, :, None, None] * (height * scale_y)[:, None]
-    x = x.to(dtype)[:, None].expand_as(y)
-    return torch.stack([x, y.to(dtype)], dim=-1).view(B, patch_size, -1, 2)
+    x = ((seq - band * grid) * scale_x - 1.0).to(dtype)
+    # Each band's P sample rows, (B, P_v, rows), rounded to `dtype` once from the bounds' dtype;
+    # the full (B, P_v, N, P_u) grid is then only a gather of them by the band each point is in,
+    # laid out so that grid_sample's output rows are the patches' rows.
+    steps_v = steps.to(row_bounds.dtype)[None, :, None]
+    top, height = row_bounds[:, None, :-1], (row_bounds[:, 1:] - row_bounds[:, :-1])[:, None]
+    rows_y = ((top + steps_v * height) * scale_y - 1.0).to(dtype)
+    index = band.long().view(B, 1, -1).expand(B, patch_size, -1)
+    return torch.stack([x.view(B, 1, -1).expand(B, patch_size, -1), rows_y.gather(2, index)], dim=-1)
 
 
 def align_corners(convention: str) -> bool:
@@ -58,5 +59,10 @@ def sample_patches(images: Tensor, grid: Tensor, convention: str = "centred") ->
     Patch k occupies columns [k*P, (k+1)*P) of the strip, so a stride-P convolution of the strip
     is the patch projection of every patch (see `DART.project`).
     """
-    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
-                         align_corners=align_corners(convention))
+    dtype = images.dtype
+    if images.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        # torch's CPU grid_sample is wrong (or crashes) in half precision: sample in fp32
+        images = images.float()
+    strip = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
+                          align_corners=align_corners(convention))
+    return strip.to(dtype)
