@@ -84,3 +84,28 @@ def test_freeze_trunk():
     assert not any(p.requires_grad for p in scorer.trunk.parameters())
     assert all(p.requires_grad for p in scorer.head.parameters())
     assert not scorer.trunk.training and scorer.head.training
+
+
+def test_official_convention_scores_as_the_official_v2_scorer():
+    """DART's scores with the official convention = the official v2 scorer's formula written out:
+    gated channel sum, bilinear resize, standardisation over the whole batch (std with Bessel's
+    correction, + 1e-8), sigmoid(2z)."""
+    tok = DART(img_size=448, embed_dim=8, num_tokens=196, scorer="mobilenetv3_small_v2",
+               score_gate="sigmoid2").use_official_convention().eval()
+    head = tok.scorer.head
+    torch.nn.init.normal_(head.fc2.weight, std=0.5)
+    x = torch.rand(3, 3, 448, 448)
+    with torch.no_grad():
+        feats = tok.scorer.trunk(F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False))
+        mean = feats.flatten(2).mean(-1)
+        gates = torch.sigmoid(head.fc2(F.gelu(head.fc1(mean))))
+        s = (feats * gates[:, :, None, None]).sum(1, keepdim=True)
+        s = F.interpolate(s, size=(14, 14), mode="bilinear", align_corners=False)[:, 0]
+        s = (s - s.mean()) / (s.std() + 1e-8)
+        torch.testing.assert_close(tok.score(x), torch.sigmoid(2 * s), rtol=1e-5, atol=1e-6)
+
+
+def test_standardising_one_value_gives_a_finite_score():
+    from dart.tokenizer import score_activation
+    for floor in (0.0, 1.0):
+        assert torch.isfinite(score_activation(torch.randn(1, 1, 1), std_floor=floor)).all()

@@ -9,6 +9,7 @@ image's mean feature, the logit of a location being the gated sum of its channel
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -212,9 +213,10 @@ def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_o
 
     norm="image" standardises each image's logits on their own, so an image's tokens never depend
     on its batch-mates; norm="batch" uses the whole batch's mean/std, as the official code does.
-    The spread is divided by max(std, std_floor): with the default floor of 1 logits that barely
-    differ are not blown up to a full-contrast partition (what lets a scorer trained from scratch
-    start from the grid); std_floor=0 is the paper's plain standardisation (std + 1e-6).
+    The std is torch's default, Bessel-corrected one, as in the official code. The spread is
+    divided by max(std, std_floor): with the default floor of 1 logits that barely differ are not
+    blown up to a full-contrast partition (what lets a scorer trained from scratch start from the
+    grid); std_floor=0 is the official plain standardisation, (z - mean) / (std + 1e-8).
     gate="sigmoid_offset" is sigmoid(z) + 0.1 (DeiT scorer: no region gets zero mass);
     gate="sigmoid2" is sigmoid(2z) (the Vim "v2" head).
     """
@@ -227,8 +229,9 @@ def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_o
         raise ValueError(f"score_norm must be 'image' or 'batch', got {norm!r}")
     if std_floor < 0:
         raise ValueError(f"score_std_floor must be >= 0, got {std_floor}")
-    spread = z.std(dims, keepdim=True, unbiased=False)
-    spread = spread.clamp_min(std_floor) if std_floor > 0 else spread + 1e-6
+    count = math.prod(z.shape[d] for d in dims)
+    spread = z.std(dims, keepdim=True, correction=1 if count > 1 else 0)  # one value: spread 0, not NaN
+    spread = spread.clamp_min(std_floor) if std_floor > 0 else spread + 1e-8
     z = (z - z.mean(dims, keepdim=True)) / spread
     if gate == "sigmoid_offset":
         return torch.sigmoid(z) + 0.1
