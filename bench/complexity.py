@@ -25,6 +25,9 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dart.engine.checkpoint import normal_mode
+from dart.engine.cli import check_writable, user_error
+
 FIELDS = ["model", "model_kwargs", "params_m", "trainable_params_m", "gmacs", "gmacs_paper", "macs_convention",
           "input_shape", "num_tokens", "img_size"]
 
@@ -114,6 +117,7 @@ def write_csv_atomic(rows: list[dict], path: str, fields: list[str]) -> None:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+    normal_mode(tmp)  # mkstemp's 0600 -> what the umask gives any other output
     os.replace(tmp, path)
 
 
@@ -127,14 +131,23 @@ def main(argv=None) -> int:
     p.add_argument("--model-kwargs", default="", help="kwargs for every model: JSON or key=val,key=val")
     p.add_argument("--out", help="CSV to write (atomically); printed to stdout otherwise")
     args = p.parse_args(argv)
-    common = parse_kwargs(args.model_kwargs)
+    prog = "bench.complexity"
     rows = []
-    for spec in args.models:
-        name, _, own = spec.partition(":")
-        row = count(name, **{**common, **parse_kwargs(own)})
-        rows.append(row)
-        print(f"{spec:40s} {row['params_m']:8.2f} M params {row['gmacs']:8.3f} GMACs "
-              f"input {row['input_shape']} tokens {row['num_tokens']}", file=sys.stderr)
+    try:
+        common = parse_kwargs(args.model_kwargs)
+        if args.out:
+            check_writable(args.out)
+        for spec in args.models:
+            name, _, own = spec.partition(":")
+            try:
+                row = count(name, **{**common, **parse_kwargs(own)})
+            except (RuntimeError, TypeError) as e:  # timm: unknown model; a keyword the model lacks
+                raise ValueError(f"{spec}: {e}") from e
+            rows.append(row)
+            print(f"{spec:40s} {row['params_m']:8.2f} M params {row['gmacs']:8.3f} GMACs "
+                  f"input {row['input_shape']} tokens {row['num_tokens']}", file=sys.stderr)
+    except ValueError as e:
+        return user_error(prog, e)
     if args.out:
         write_csv_atomic(rows, args.out, FIELDS)
     else:

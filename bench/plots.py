@@ -144,6 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--split", action="store_true", help="the CSV is from bench.tokenizer_split")
     p.add_argument("--out", default=None, help="PNG path (default: beside the CSV)")
     a = p.parse_args(argv)
+    if not os.path.isfile(a.csv):
+        from dart.engine.cli import user_error
+        return user_error("bench.plots", f"CSV {a.csv} does not exist")
     path = (plot_tokenizer_split if a.split else plot_throughput)(a.csv, a.out)
     print(path)
     return 0

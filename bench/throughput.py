@@ -31,6 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dart.engine.checkpoint import normal_mode
+from dart.engine.cli import check_writable, nonnegative_int, positive_int, user_error
+
 from . import memory as mem
 
 NAN = float("nan")
@@ -325,6 +328,7 @@ def write_rows_atomic(path: str, rows: Iterable[dict], fields: Sequence[str] = F
             w.writeheader()
             for r in rows:
                 w.writerow({k: _fmt(r.get(k)) for k in fields})
+        normal_mode(tmp)  # mkstemp's 0600 -> what the umask gives any other output
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -789,7 +793,7 @@ Example (the paper's headline, interleaved):
                    help="timm model names, optionally NAME:key=val,... (see below)")
     p.add_argument("--model-kwargs", type=json.loads, default={}, metavar="JSON",
                    help="keyword arguments (a JSON object) for every model")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 128], metavar="B")
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32, 128], metavar="B")
     p.add_argument("--mode", choices=("infer", "train"), default="infer",
                    help="infer: forward under inference_mode; train: forward, cross-entropy, "
                         "backward and an SGD step (default: infer)")
@@ -799,8 +803,8 @@ Example (the paper's headline, interleaved):
     p.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time "
                                                           "falls in the warm-up)")
-    p.add_argument("--warmup-iters", type=int, default=10, help="untimed iterations first (default 10)")
-    p.add_argument("--min-iters", type=int, default=20, help="timed iterations at least (default 20)")
+    p.add_argument("--warmup-iters", type=nonnegative_int, default=10, help="untimed iterations first (default 10)")
+    p.add_argument("--min-iters", type=positive_int, default=20, help="timed iterations at least (default 20)")
     p.add_argument("--min-time", type=float, default=2.0, help="timed seconds at least (default 2)")
     p.add_argument("--max-time", type=float, default=600.0,
                    help="stop a timed loop after this many seconds even below --min-iters (default 600)")
@@ -808,10 +812,10 @@ Example (the paper's headline, interleaved):
                    help="at each batch size, let the models take turns (A B A B ...) for --rounds "
                         "rounds, each round timing ceil(min-iters/rounds) iterations and "
                         "min-time/rounds seconds; all models stay loaded")
-    p.add_argument("--rounds", type=int, default=3, help="rounds with --interleave (default 3)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds with --interleave (default 3)")
     p.add_argument("--vs", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="print images/s of A over B per batch size (repeatable; model specs as given)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-nvml", action="store_true", help="do not use NVML even on CUDA")
     p.add_argument("--sample-interval", type=float, default=0.02,
                    help="seconds between NVML / RSS samples (default 0.02)")
@@ -827,16 +831,24 @@ Example (the paper's headline, interleaved):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    prog = "bench.throughput"
     if not isinstance(args.model_kwargs, dict):
-        raise SystemExit("--model-kwargs must be a JSON object")
-    specs = [parse_model_spec(s, args.model_kwargs) for s in args.models]
+        return user_error(prog, "--model-kwargs must be a JSON object")
+    try:
+        specs = [parse_model_spec(s, args.model_kwargs) for s in args.models]
+    except ValueError as e:
+        return user_error(prog, f"--models: {e}")
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
-        raise SystemExit(f"a model is given twice: {labels}")
+        return user_error(prog, f"a model is given twice: {labels}")
     for a, b in args.vs:
         for x in (a, b):
             if x not in labels:
-                raise SystemExit(f"--vs {x!r} is not one of --models {labels}")
+                return user_error(prog, f"--vs {x!r} is not one of --models {labels}")
+    try:
+        check_writable(args.out)  # before minutes of measuring, not after the first row
+    except ValueError as e:
+        return user_error(prog, e)
     opts = Options(batch_sizes=args.batch_sizes, mode=args.mode, device=args.device, amp=args.amp,
                    channels_last=args.channels_last, compile=args.compile,
                    warmup_iters=args.warmup_iters, min_iters=args.min_iters, min_time=args.min_time,

@@ -9,9 +9,11 @@ Stages (each timed alone on inputs precomputed once, as `DART.forward` runs them
   scorer      DART.score(x): resize to the scorer's input, scorer network, score activation
   geometry    geometry.partition(scores.double(), N, rows) + sampling.sampling_grid(...)
   sampling    sampling.sample_patches(x, grid): one batched grid_sample into a strip of patches
+  geometry+sampling  the two above in one call (what the baselines are compared on)
   projection  DART.project(strip): the stride-P conv over the strip (+ the tokenizer's norm)
   total       DART(x) end to end (the stages plus glue)
-and for each grid model: patch_embed (timm's PatchEmbed on its own input size).
+and for each grid model: patch_embed (timm's PatchEmbed on its own input size). With --baselines,
+also geometry / sampling / geometry+sampling of each baseline on the same scores and image.
 At each batch size all stages of all tokenizers take turns, round by round (--rounds), so that
 they see the same machine state. One CSV row per (tokenizer, tokens, batch size, stage); the CSV
 is rewritten atomically after every batch size.
@@ -32,10 +34,13 @@ import torch.nn as nn
 
 from .throughput import (ModelSpec, create_model, input_size_of, is_oom, latency_stats,
                          parse_model_spec, resolve_device, synchronize, timed_loop, write_rows_atomic)
+from dart.engine.cli import check_writable, nonnegative_int, positive_int, user_error
+
 from . import memory as mem
 
 NAN = float("nan")
-STAGES = ("scorer", "geometry", "sampling", "projection", "total")
+STAGES = ("scorer", "geometry", "sampling", "geometry+sampling", "projection", "total")
+BASELINE_STAGES = ("geometry", "sampling", "geometry+sampling")
 FIELDS = ["tokenizer", "model", "arch", "model_kwargs", "num_tokens", "img_size", "batch_size", "stage",
           "status", "error", "time_ms_median", "time_ms_p10", "time_ms_p90", "time_ms_min",
           "iters", "share_of_total", "images_per_s", "device_type", "device", "torch_version",
@@ -51,12 +56,17 @@ def dart_stage_fns(tok: nn.Module, x: torch.Tensor, amp_dtype: Optional[torch.dt
     """Closures that run each stage of `tok` (a `dart.DART`) on inputs computed once here."""
     from dart.tokenizer import geometry, sampling
     dev = x.device
+
+    def geometry_stage():
+        with torch.autocast(dev.type, enabled=False):
+            rb, pb, _ = geometry.partition(scores.double(), tok.num_tokens, tok.rows, tok.quantile_eps)
+            return sampling.sampling_grid(rb, pb, tok.grid, tok.patch_size, convention=tok.sampling,
+                                          img_size=tok.img_size)
+
     with torch.inference_mode(), _autocast(dev, amp_dtype):
         scores = tok.score(x)
-        with torch.autocast(dev.type, enabled=False):
-            row_b, patch_b, _ = geometry.partition(scores.double(), tok.num_tokens, tok.rows)
-            grid = sampling.sampling_grid(row_b, patch_b, tok.grid, tok.patch_size)
-        patches = sampling.sample_patches(x, grid)
+        grid = geometry_stage()
+        patches = sampling.sample_patches(x, grid, tok.sampling)
 
     def wrap(fn):
         def run():
@@ -64,18 +74,52 @@ def dart_stage_fns(tok: nn.Module, x: torch.Tensor, amp_dtype: Optional[torch.dt
                 return fn()
         return run
 
-    def geometry_stage():
-        with torch.autocast(dev.type, enabled=False):
-            rb, pb, _ = geometry.partition(scores.double(), tok.num_tokens, tok.rows)
-            return sampling.sampling_grid(rb, pb, tok.grid, tok.patch_size)
-
     return {
         "scorer": wrap(lambda: tok.score(x)),
         "geometry": wrap(geometry_stage),
-        "sampling": wrap(lambda: sampling.sample_patches(x, grid)),
+        "sampling": wrap(lambda: sampling.sample_patches(x, grid, tok.sampling)),
+        "geometry+sampling": wrap(lambda: sampling.sample_patches(x, geometry_stage(), tok.sampling)),
         "projection": wrap(lambda: tok.project(patches)),
         "total": wrap(lambda: tok(x)),
     }
+
+
+def baseline_stage_fns(baseline: str, tok: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """Geometry and sampling of a baseline (see `bench.reference_tokenizer`) on the same scores and
+    image as `dart_stage_fns`: 'two-pass' (the reference's structure) or 'rev:REV' (our tokenizer at
+    a git revision)."""
+    from . import reference_tokenizer as ref
+    with torch.inference_mode():
+        scores = tok.score(x).double()
+    n, rows, g, P = tok.num_tokens, tok.rows, tok.grid, tok.patch_size
+    if baseline == "two-pass":
+        def geom():
+            return ref.two_pass_geometry(scores, n, rows)[:2]
+
+        def sample(bounds):
+            return ref.two_pass_patches(x, *bounds, g, P)
+    elif baseline.startswith("rev:"):
+        geometry, sampling = ref.load_revision(baseline[4:])
+
+        def geom():
+            rb, pb, _ = geometry.partition(scores, n, rows)
+            return sampling.sampling_grid(rb, pb, g, P)
+
+        def sample(grid):
+            return sampling.sample_patches(x, grid)
+    else:
+        raise ValueError(f"unknown baseline {baseline!r}: use 'two-pass' or 'rev:GIT_REVISION'")
+    with torch.inference_mode():
+        bounds = geom()
+
+    def wrap(fn):
+        def run():
+            with torch.inference_mode():
+                return fn()
+        return run
+
+    return {"geometry": wrap(geom), "sampling": wrap(lambda: sample(bounds)),
+            "geometry+sampling": wrap(lambda: sample(geom()))}
 
 
 def time_stages(fns: dict, device: torch.device, warmup: int, min_iters: int, min_time: float,
@@ -122,19 +166,20 @@ def _tokenizer_of(model: nn.Module) -> nn.Module:
 def run(dart_spec: ModelSpec, tokens: Sequence[int], grid_specs: Sequence[ModelSpec],
         batch_sizes: Sequence[int], out: Optional[str], device: str = "auto", amp: str = "none",
         warmup: int = 5, min_iters: int = 10, min_time: float = 1.0, rounds: int = 3,
-        threads: Optional[int] = None, seed: int = 0, log: Callable[[str], None] = None) -> list[dict]:
+        threads: Optional[int] = None, seed: int = 0, log: Callable[[str], None] = None,
+        baselines: Sequence[str] = ()) -> list[dict]:
     threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     try:
         return _run(dart_spec, tokens, grid_specs, batch_sizes, out, device, amp, warmup, min_iters,
-                    min_time, rounds, seed, log)
+                    min_time, rounds, seed, log, baselines)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _run(dart_spec, tokens, grid_specs, batch_sizes, out, device, amp, warmup, min_iters, min_time,
-         rounds, seed, log) -> list[dict]:
+         rounds, seed, log, baselines=()) -> list[dict]:
     from dart import DART
     say = log or (lambda s: print(s, file=sys.stderr))
     dev = resolve_device(device)
@@ -167,6 +212,9 @@ def _run(dart_spec, tokens, grid_specs, batch_sizes, out, device, amp, warmup, m
             if kind == "dart" and not isinstance(tok, DART):
                 raise TypeError(f"{spec.arch}: patch_embed is {type(tok).__name__}, not DART")
             toks.append((kind, spec, tok, chw, int(tok.num_tokens if kind == "dart" else tok.num_patches)))
+            for name in baselines if kind == "dart" else ():  # timed on the same tokenizer's scores
+                toks.append((f"baseline:{name}", ModelSpec(f"{spec.label} {name}", spec.arch, spec.kwargs),
+                             tok, chw, int(tok.num_tokens)))
             gc.collect()
         except Exception as e:  # noqa: BLE001
             rows.append(_row(ctx, kind, spec, NAN, "", NAN, "total" if kind == "dart" else "patch_embed",
@@ -183,6 +231,8 @@ def _run(dart_spec, tokens, grid_specs, batch_sizes, out, device, amp, warmup, m
                 x = torch.randn(b, c, h, w, generator=g).to(dev)
                 if kind == "dart":
                     stage_fns = dart_stage_fns(tok, x, amp_dtype)
+                elif kind.startswith("baseline:"):
+                    stage_fns = baseline_stage_fns(kind.split(":", 1)[1], tok, x)
                 else:
                     def grid_fn(tok=tok, x=x):
                         with torch.inference_mode(), _autocast(dev, amp_dtype):
@@ -197,7 +247,8 @@ def _run(dart_spec, tokens, grid_specs, batch_sizes, out, device, amp, warmup, m
             failed.setdefault(i, e)
         for i, (kind, spec, tok, (c, h, w), n_tok) in enumerate(toks):
             img = str(h) if h == w else f"{h}x{w}"
-            names = STAGES if kind == "dart" else ("patch_embed",)
+            names = STAGES if kind == "dart" else BASELINE_STAGES if kind.startswith("baseline:") \
+                else ("patch_embed",)
             if i in failed:
                 e = failed[i]
                 status, err = ("oom" if is_oom(e) else "error"), f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
@@ -253,28 +304,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model", default="dart_deit_small_patch16_224",
                    help="DART model whose patch_embed is timed, NAME[:key=val,...] "
                         "(default dart_deit_small_patch16_224)")
-    p.add_argument("--tokens", nargs="+", type=int, default=[196, 392], help="token budgets N")
+    p.add_argument("--tokens", nargs="+", type=positive_int, default=[196, 392], help="token budgets N")
     p.add_argument("--grid-models", nargs="*", default=["deit_small_patch16_224"],
                    help="grid models whose timm PatchEmbed is timed (each on its own input size)")
     p.add_argument("--model-kwargs", type=json.loads, default={},
                    help="JSON keyword arguments for every model (e.g. '{\"img_size\": 64}')")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32])
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    p.add_argument("--warmup-iters", type=int, default=5)
-    p.add_argument("--min-iters", type=int, default=10, help="timed calls per stage at least")
+    p.add_argument("--warmup-iters", type=nonnegative_int, default=5)
+    p.add_argument("--min-iters", type=positive_int, default=10, help="timed calls per stage at least")
     p.add_argument("--min-time", type=float, default=1.0, help="timed seconds per stage at least")
-    p.add_argument("--rounds", type=int, default=3, help="the stages take turns this many times")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--rounds", type=positive_int, default=3, help="the stages take turns this many times")
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baselines", nargs="*", default=[],
+                   help="also time these geometry+sampling baselines on the same scores: 'two-pass' (the "
+                        "reference implementation's structure, bench/reference_tokenizer.py) and/or "
+                        "'rev:GIT_REV' (our tokenizer at that revision: before/after in one run)")
     p.add_argument("--out", required=True, help="CSV path (rewritten atomically)")
     p.add_argument("--no-plot", action="store_true")
     a = p.parse_args(argv)
-    spec = parse_model_spec(a.model, a.model_kwargs)
-    grids = [parse_model_spec(s, a.model_kwargs) for s in a.grid_models]
+    prog = "bench.tokenizer_split"
+    if not isinstance(a.model_kwargs, dict):
+        return user_error(prog, "--model-kwargs must be a JSON object")
+    try:
+        spec = parse_model_spec(a.model, a.model_kwargs)
+        grids = [parse_model_spec(s, a.model_kwargs) for s in a.grid_models]
+        check_writable(a.out)  # before measuring
+    except ValueError as e:
+        return user_error(prog, e)
     rows = run(spec, a.tokens, grids, a.batch_sizes, a.out, device=a.device, amp=a.amp,
                warmup=a.warmup_iters, min_iters=a.min_iters, min_time=a.min_time, rounds=a.rounds,
-               threads=a.threads, seed=a.seed)
+               threads=a.threads, seed=a.seed, baselines=a.baselines)
     print_table(rows)
     if not a.no_plot:
         try:

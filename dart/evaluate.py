@@ -4,13 +4,17 @@
 
 PATH is a run checkpoint of ours (checkpoint_last.pt; `eval.use_ema=true` picks its EMA weights)
 or an official DART checkpoint (darvit-*.pth / darvim-*.pth), loaded through the key map in
-`dart.engine.keymap`, which reports the keys that did not map. Files are read with
-`torch.load(weights_only=True)`. Writes a JSON with the same metric keys as training's
-metrics.json (default <output_dir>/eval.json).
+`dart.engine.keymap`. Files are read with `torch.load(weights_only=True)`. Writes a JSON with the
+same metric keys as training's metrics.json (default <output_dir>/eval.json).
+
+Refused (exit 2, one line naming the file and the keys): an official checkpoint that leaves any
+model key unloaded, except the classifier head when data.num_classes differs (recorded under
+`source.keymap.allowed`); a run checkpoint with a config that changes its model, data or task
+(`dart.engine.compat`: only evaluation and runtime settings may differ; training-only settings
+are taken from the checkpoint, so the JSON records what was trained).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -18,7 +22,8 @@ import time
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dart.evaluate", description=__doc__.split("\n\n")[0])
+    from .engine.cli import ArgumentParser
+    ap = ArgumentParser(prog="python -m dart.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=None, help="YAML file or packaged config name")
     ap.add_argument("--checkpoint", required=True, help="checkpoint_last.pt of a run, or an official .pth")
     ap.add_argument("--out", default=None, help="output JSON (default <output_dir>/eval.json)")
@@ -31,45 +36,74 @@ def _strip(state: dict, prefix: str = "module.") -> dict:
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
-def load_weights(model, path: str, use_ema: bool, log) -> dict:
-    """Load `path` into `model`; returns a description for the JSON."""
+def config_for(obj, cfg: dict, path: str) -> dict:
+    """The config to evaluate a checkpoint with: a run checkpoint's own (dart.engine.compat decides
+    which keys the command line may change); the command line's for an official checkpoint."""
     from .engine import checkpoint as ckpt
-    from .engine.keymap import load_into
-    obj = ckpt.load(path)
-    if isinstance(obj, dict) and obj.get("format") == ckpt.FORMAT:
+    from .engine.compat import for_evaluate
+    from .engine.config import yaml_load
+    if not ckpt.is_run(obj):
+        return cfg
+    ckpt.check_run(obj, path)
+    return for_evaluate(yaml_load(obj["config_yaml"]), cfg, path)
+
+
+def load_weights(model, obj, path: str, use_ema: bool, log) -> dict:
+    """Load the checkpoint object `obj` (read from `path`) into `model`; returns a description for the
+    JSON. An official checkpoint must fill every model key (`keymap.evaluation_blockers`)."""
+    from .engine import checkpoint as ckpt
+    from .engine.keymap import evaluation_blockers, load_into
+    if ckpt.is_run(obj):
         state = obj["model"]
         which = "model"
         if use_ema:
             if obj.get("ema") is None:
                 raise ValueError(f"eval.use_ema is true but {path} has no EMA weights (train.ema was false)")
             state, which = _strip(obj["ema"]), "ema"
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ckpt.CheckpointError(f"{path}: the weights do not fit the model: {e}") from e
         return {"kind": "run", "weights": which, "epoch": obj["epoch"] + 1,
                 "loss_curve": obj["history"]["loss_curve"]}
     report = load_into(model, obj)
+    blockers, allowed = evaluation_blockers(report)
+    if blockers:
+        raise ckpt.CheckpointError(f"official checkpoint {path} does not fill the model, so its score would "
+                                   f"not be the checkpoint's: {report.summary()}")
     msg = f"official checkpoint {path}: {report.summary()}"
-    (log.warning if not report.complete else log.info)(msg)
+    if allowed:
+        msg += f"; allowed (classifier head of another data.num_classes, left as initialised): {', '.join(allowed)}"
+    (log.warning if allowed else log.info)(msg)
     print(f"dart.evaluate: {msg}", file=sys.stderr)
-    return {"kind": "official", "keymap": report.as_dict(), "loss_curve": []}
+    return {"kind": "official", "keymap": {**report.as_dict(), "allowed": allowed}, "loss_curve": []}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from .engine.cli import user_error
     from .engine.config import ConfigError, load_config
+    prog = "dart.evaluate"
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
-        print(f"dart.evaluate: {e}", file=sys.stderr)
-        return 2
+        return user_error(prog, e)
     import torch
-    from .data import SkipLog, build_datasets
+    from .data import DataError, SkipLog, build_datasets
     from .engine import checkpoint as ckpt
     from .engine import distributed as dist_
     from .engine.build import build_model, input_shape
     from .engine.loop import ShardSampler, evaluate, make_loader, metric_record, setup_logging
     from .engine.metrics import complexity
 
+    from .engine.cli import check_writable
+    try:
+        obj = ckpt.load(args.checkpoint)
+        cfg = config_for(obj, cfg, args.checkpoint)
+        check_writable(args.out or os.path.join(cfg["output_dir"], "eval.json"), "the output")  # before evaluating
+    except (FileNotFoundError, ValueError) as e:
+        return user_error(prog, e)
     if cfg["train"]["threads"]:
         torch.set_num_threads(cfg["train"]["threads"])
     info = dist_.init(cfg["train"]["device"])
@@ -82,16 +116,18 @@ def main(argv=None) -> int:
                 progress=info.is_main)
             model = build_model(cfg)
             cx = complexity(copy.deepcopy(model).cpu(), input_shape(cfg)) if info.is_main else {}
-            source = load_weights(model, args.checkpoint, cfg["eval"]["use_ema"], log)
-        except (FileNotFoundError, ValueError, TypeError) as e:
-            print(f"dart.evaluate: {type(e).__name__}: {e}", file=sys.stderr)
-            return 2
+            source = load_weights(model, obj, args.checkpoint, cfg["eval"]["use_ema"], log)
+        except (FileNotFoundError, ValueError, DataError) as e:
+            return user_error(prog, e)
         model.to(info.device)
         loader = make_loader(val_ds, cfg["eval"]["batch_size"], ShardSampler(len(val_ds), info.rank, info.world_size),
                              cfg["data"]["num_workers"], False, info.device)
         skips = SkipLog(log)
         t0 = time.perf_counter()
-        res = evaluate(model, loader, cfg, info, skips, cfg["eval"]["max_batches"])
+        try:
+            res = evaluate(model, loader, cfg, info, skips, cfg["eval"]["max_batches"])
+        except DataError as e:
+            return user_error(prog, e)
         wall = time.perf_counter() - t0
         skipped = {p: r for d in dist_.all_gather_object(skips.paths, info) for p, r in d.items()}
         record = {

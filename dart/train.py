@@ -4,17 +4,18 @@
     torchrun --nproc-per-node 2 -m dart.train --config FILE ...     # DDP (NCCL on GPUs, gloo on CPUs)
 
 The run folder gets checkpoint_last.pt (atomic, every epoch), metrics.json (at the end),
-train.log and config.yaml (the merged config). Exit status: 0 done, 2 bad config or data,
-3 non-finite loss (the last good checkpoint is kept).
+train.log and config.yaml (the merged config). Exit status: 0 done, 2 bad config, checkpoint or
+data (one line naming the file or key), 3 non-finite loss (the last good checkpoint is kept).
+`--resume` refuses a config that changes the model or the data (`dart.engine.compat`).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m dart.train", description=__doc__.split("\n\n")[0])
+    from .engine.cli import ArgumentParser
+    ap = ArgumentParser(prog="python -m dart.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=None,
                     help="YAML file, or the name of a packaged config (dart/configs/*.yaml); "
                          "default: the embedded toy classification run")
@@ -27,15 +28,16 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from .engine.cli import user_error
     from .engine.config import ConfigError, load_config
+    prog = "dart.train"
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
-        print(f"dart.train: {e}", file=sys.stderr)
-        return 2
+        return user_error(prog, e)
     from .data import DataError
     from .engine.loop import NonFiniteLoss, Trainer
     try:
@@ -43,9 +45,8 @@ def main(argv=None) -> int:
     except NonFiniteLoss as e:
         print(f"dart.train: {e}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, DataError, ValueError) as e:
-        print(f"dart.train: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, PermissionError, DataError, ValueError) as e:
+        return user_error(prog, e)
     return 0
 
 

@@ -195,14 +195,18 @@ def test_tokenizer_split(tmp_path):
     out = str(tmp_path / "split.csv")
     rc = ts.main(["--model", "dart_deit_tiny_patch16_224:img_size=64,scorer=cnn,depth=1", "--tokens", "4", "16",
                   "--grid-models", TINY, "no_such_model_xyz", "--batch-sizes", "2", "--warmup-iters", "1", "--min-iters", "2",
-                  "--min-time", "0.005", "--rounds", "1", "--threads", "1", "--out", out])
+                  "--min-time", "0.005", "--rounds", "1", "--threads", "1", "--out", out,
+                  "--baselines", "two-pass", "rev:HEAD"])
     assert rc == 0
     fields, rows = _read(out)
     assert fields == ts.FIELDS
     bad = rows.pop(0)  # a model that cannot be built is a row with its error, and the rest goes on
     assert (bad["model"], bad["status"]) == ("no_such_model_xyz", "error") and "no_such_model_xyz" in bad["error"]
     stages = [(r["tokenizer"], r["num_tokens"], r["stage"]) for r in rows]
-    assert stages == [("dart", n, s) for n in ("4", "16") for s in ts.STAGES] + [("grid", "4", "patch_embed")]
+    assert stages == [(kind, n, s) for n in ("4", "16") for kind, names in (
+        ("dart", ts.STAGES), ("baseline:two-pass", ts.BASELINE_STAGES), ("baseline:rev:HEAD", ts.BASELINE_STAGES))
+        for s in names] + [("grid", "4", "patch_embed")]
     assert all(r["status"] == "ok" and float(r["time_ms_median"]) > 0 for r in rows)
-    assert all(float(r["share_of_total"]) == 1.0 for r in rows if r["stage"] in ("total", "patch_embed"))
+    assert all(float(r["share_of_total"]) == 1.0 for r in rows if r["stage"] in ("total", "patch_embed")
+               or r["tokenizer"].startswith("baseline") and r["stage"] == "geometry+sampling")
     assert os.path.exists(tmp_path / "split.png")

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 
 import dart  # noqa: F401
@@ -34,12 +35,51 @@ def test_deit_rows_are_all_there():
             "dart_deit_small_patch16_224", "deit_small_patch16_384", "dart_deit_small_patch16_224_392"} <= names
 
 
-@pytest.mark.parametrize("row", DEIT_ROWS, ids=lambda r: r["model"] + (":" + r["model_kwargs"] if r["model_kwargs"] else ""))
-def test_params_and_gmacs_match_the_paper(row):
+# Published params are whole millions, so an honest match is within 0.5M. Rows that miss it, and why:
+OFFICIAL_DEIT_TI = ("the official darvit_tiny also has 6.30M (official_state_dicts.txt), which does not round "
+                    "to the published 7M")
+PARAMS_MISSES = {
+    ("dart_deit_tiny_patch16_224", ""): OFFICIAL_DEIT_TI,
+    ("dart_deit_tiny_patch16_224", "scorer=mobilenetv3_small"): OFFICIAL_DEIT_TI,
+    ("dart_deit_tiny_patch16_224", "scorer=squeezenet"): (
+        "6.45M: the official code has no SqueezeNet scorer, so its trunk cut is our choice; published 7M"),
+}
+PARAMS_TOL_M = 0.5
+
+
+def _row_id(r):
+    return r["model"] + (":" + r["model_kwargs"] if r["model_kwargs"] else "")
+
+
+def _row_param(row):
+    miss = PARAMS_MISSES.get((row["model"], row["model_kwargs"]))
+    marks = [pytest.mark.xfail(strict=True, reason=miss)] if miss else []
+    return pytest.param(row, marks=marks, id=_row_id(row))
+
+
+@pytest.mark.parametrize("row", [_row_param(r) for r in DEIT_ROWS])
+def test_params_match_the_paper(row):
+    with torch.device("meta"):  # parameters only: no weights to initialise
+        model = timm.create_model(row["model"], **complexity.parse_kwargs(row["model_kwargs"]))
+    got = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(got - float(row["params_m"])) <= PARAMS_TOL_M, got
+
+
+@pytest.mark.parametrize("row", DEIT_ROWS, ids=_row_id)
+def test_gmacs_and_tokens_match_the_paper(row):
     got = complexity.count(row["model"], **complexity.parse_kwargs(row["model_kwargs"]))
-    assert abs(got["params_m"] - float(row["params_m"])) <= 1.0, got
     assert abs(got["gmacs"] - float(row["gflops"])) <= 0.05 * float(row["gflops"]), got
     assert got["num_tokens"] == int(row["patches"])
+
+
+@pytest.mark.parametrize("name,official", [("dart_deit_tiny_patch16_224", 6303289),
+                                           ("dart_deit_small_patch16_224", 24095657)])
+def test_dart_deit_params_equal_the_official_models(name, official):
+    """Exact parameter counts of the official darvit_tiny / darvit_sm (the research notes' summary of
+    the state dicts built from the official code, commit a96b798): a value, not a rounded million."""
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == official
 
 
 @pytest.mark.parametrize("name,gmacs", [("deit_tiny_patch16_224", 1.254), ("deit_small_patch16_224", 4.599),

@@ -76,3 +76,25 @@ def test_forward_intermediates_gives_tokens():
         assert torch.allclose(final, model.forward_features(x))
     with pytest.raises(ValueError, match="not on a grid"):
         model.forward_intermediates(x, output_fmt="NCHW")
+
+
+def test_dart_at_initialisation_is_the_grid_model():
+    """A value check: DART's score head starts at zero, so the scores are uniform, the partition is the
+    regular 16-px grid and the logits are those of timm's grid DeiT with the same weights (its position
+    table holding DART's interpolated positions)."""
+    torch.manual_seed(0)
+    kw = dict(img_size=64, embed_dim=32, depth=2, num_heads=2, num_classes=5)
+    dart_model = timm.create_model("dart_deit_tiny_patch16_224", num_tokens=16, scorer="cnn", **kw).eval()
+    grid = timm.create_model("deit_tiny_patch16_224", **kw).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        _, part = dart_model.tokenize(x)
+    y0, x0 = torch.meshgrid(torch.arange(4.0) * 16, torch.arange(4.0) * 16, indexing="ij")
+    boxes = torch.stack([x0, y0, x0 + 16, y0 + 16], -1).reshape(16, 4)  # row-major 16-px patches
+    assert torch.allclose(part.rects[:, :, 0].float(), boxes.expand(2, 16, 4), atol=1e-6)
+    state = dart_model.state_dict()
+    weights = {k: state[k] for k in grid.state_dict() if k != "pos_embed"}
+    weights["pos_embed"] = torch.cat([state["pos_embed"][:, :1], part.pos_embed[:1].float()], 1)
+    grid.load_state_dict(weights)
+    with torch.no_grad():
+        assert torch.allclose(dart_model(x), grid(x), atol=1e-5, rtol=0)

@@ -105,3 +105,20 @@ def test_gradients_reach_the_scores_through_the_average_rebinning():
         return patch_b[:, 1:-1], band
 
     assert torch.autograd.gradcheck(edges, (scores.requires_grad_(),))
+
+
+@pytest.mark.parametrize("n", [int(n) for n in GOLDEN["patch_Ns"]])
+def test_the_two_pass_timing_baseline_does_the_reference_work(n):
+    """`bench.tokenizer_split --baselines two-pass` times a sampler built like the reference's (a loop
+    over bands, then a pass along the strip): it must reproduce every reference patch, seams included,
+    or the speed comparison would compare different work."""
+    from bench.reference_tokenizer import two_pass_geometry, two_pass_patches
+    scores = golden("scores", n)[:2]
+    row_b, patch_b, pos = two_pass_geometry(scores, n, geometry.rows_for_tokens(n),
+                                            torch.from_numpy(GOLDEN["pos_table"]))
+    assert (patch_b * PIXELS_PER_CELL - golden("edges", n)[:2]).abs().max() < 1e-6
+    assert (pos - golden("pos", n)[:2]).abs().max() < 1e-6
+    image = torch.from_numpy(GOLDEN["image"]).double() / 255
+    strip = two_pass_patches(image.expand(2, -1, -1, -1), row_b, patch_b, 14)
+    patches = strip.view(2, 3, 16, n, 16).permute(0, 3, 1, 2, 4)[:, :, :1]
+    assert (patches - golden("patches", n)).abs().max() < 1e-4

@@ -242,8 +242,10 @@ def test_extract_state_dict_variants():
         extract_state_dict({"epoch": 1})
 
 
-def test_evaluate_loads_an_official_checkpoint(tmp_path, capsys):
-    """dart.evaluate takes an official-style .pth, maps it and records the key map."""
+def test_evaluate_loads_official_checkpoint(tmp_path, capsys):
+    """dart.evaluate takes an official-style .pth and maps it; a key with no place in the model (here a
+    distillation head the model lacks) is refused, naming the key, since the score would not be the
+    checkpoint's model's."""
     from dart.evaluate import main
     from dart.engine.build import build_model
     from dart.engine.config import load_config
@@ -256,11 +258,17 @@ def test_evaluate_loads_an_official_checkpoint(tmp_path, capsys):
         off[k.replace("patch_embed.scorer.trunk.", SCORER + "features.")
              .replace("patch_embed.scorer.head.fc1.", SCORER + "mlp.net.0.")
              .replace("patch_embed.scorer.head.fc2.", SCORER + "mlp.net.2.")] = v.flatten(1) if ".head.fc" in k and v.dim() == 4 else v
+    off["head_dist.bias"] = torch.zeros(10)
     path = tmp_path / "darvit-toy.pth"
+    torch.save({"model": off}, path)
+    assert main(["--checkpoint", str(path), *over]) == 2
+    assert "did not map: head_dist.bias" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "eval.json").exists()
+    del off["head_dist.bias"]
     torch.save({"model": off}, path)
     assert main(["--checkpoint", str(path), *over]) == 0
     rec = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert rec["source"]["kind"] == "official"
-    assert rec["source"]["keymap"]["complete"] and rec["source"]["keymap"]["official_convention"]
+    assert rec["source"]["keymap"]["complete"] and rec["source"]["keymap"]["allowed"] == []
+    assert rec["source"]["keymap"]["official_convention"]
     assert "top1" in rec and "top5" in rec and rec["val_samples"] == 16
-    assert "all keys mapped" in capsys.readouterr().err

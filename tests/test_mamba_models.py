@@ -218,7 +218,9 @@ def test_all_ssm_rows_have_models():
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r["model"])
 def test_params_and_tokens_match_the_paper(row, full_size_counts):
     got = full_size_counts[row["model"]]
-    assert abs(got["params"] - float(row["params_m"])) <= 1.0, got
+    # published params are whole millions: within 0.5M is a match; every SSM row makes it (worst:
+    # VideoMamba-Ti at 576 px, +0.36M, its larger position table)
+    assert abs(got["params"] - float(row["params_m"])) <= 0.5, got
     assert got["tokens"] == int(row["patches"])
 
 

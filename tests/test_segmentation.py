@@ -74,3 +74,34 @@ def test_segmentation_training_run_reports_miou(tmp_path):
         torch.set_num_threads(threads)
     assert m["task"] == "segmentation" and 0 <= m["miou"] <= 100 and len(m["iou_per_class"]) == 5
     assert "top1" not in m and m["num_tokens"] == 16 and (m["gmacs"] is None or m["gmacs"] > 0)
+
+
+def test_a_patch_in_three_pieces_is_splatted_on_each_of_them():
+    """With average re-binning a patch can run across several bands: every piece carries its feature."""
+    from dart.tokenizer import geometry
+    row_b = torch.tensor([[0.0, 1.0, 3.0, 4.0]], dtype=torch.float64)
+    patch_b = torch.tensor([[0.0, 3.5, 9.0, 12.0]], dtype=torch.float64)  # patch 1 spans all 3 bands
+    rects = geometry.patch_rects(row_b, patch_b, 4, 40, 40)
+    feats = torch.tensor([[[1.0], [2.0], [3.0]]])
+    dense = tokens_to_dense(feats, rects, (4, 4), (40, 40))[0, 0]  # 10-px cells
+    assert dense[1:3].eq(2.0).all()  # band 1 (y 10-30) belongs to patch 1 alone
+    assert dense[0, :3].eq(1.0).all() and dense[0, 3] == 0.5 * 1.0 + 0.5 * 2.0  # x 30-35 vs 35-40
+    assert dense[3, 0] == 2.0 and dense[3, 1:].eq(3.0).all()
+
+
+def test_miou_is_the_hand_computed_value():
+    """A value check of what the training run reports: mIoU over the classes present, ignore index
+    skipped. Classes 0..2; pixel pairs (target, prediction): class 0: 2 hits, 1 miss to class 1;
+    class 1: 1 hit; class 2: absent in target and prediction; one ignored pixel predicted as 2."""
+    from dart.engine.distributed import DistInfo
+    from dart.engine.metrics import MeanIoU
+    target = torch.tensor([[0, 0, 0, 1, 255]])
+    pred = torch.tensor([[0, 0, 1, 1, 2]])
+    logits = torch.nn.functional.one_hot(pred, 3).permute(0, 2, 1).float().unsqueeze(-1)  # (1, 3, 5, 1)
+    acc = MeanIoU(3, "cpu", ignore_index=255)
+    acc.update(logits, target.unsqueeze(-1), loss=1.0)
+    res = acc.compute(DistInfo())
+    # IoU(0) = 2 / (3 + 2 - 2) = 2/3 ; IoU(1) = 1 / (1 + 2 - 1) = 1/2 ; class 2 absent -> not averaged
+    assert res["miou"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
+    assert res["pixel_acc"] == pytest.approx(100 * 3 / 4)
+    assert res["iou_per_class"] == pytest.approx([66.667, 50.0, 0.0], abs=1e-3)

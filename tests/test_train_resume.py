@@ -87,8 +87,38 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
 
 
 def test_checkpoint_loads_weights_only(tmp_path):
-    """Everything a run checkpoint holds loads with weights_only=True (no pickled objects)."""
+    """Everything a run checkpoint holds loads with weights_only=True (no pickled objects); it holds
+    no RNG state: the per-epoch reseed is what makes a resume exact (test_kill_mid_epoch_and_resume_matches
+    fails without it)."""
     Trainer(load_config(None, tiny(tmp_path, "w", "train.epochs=1"))).run()
     state = torch.load(tmp_path / "w" / "checkpoint_last.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "ema", "rng", "history", "epoch"} <= set(state)
-    ckpt.set_rng_state(state["rng"][0])
+    assert {"model", "optimizer", "scheduler", "ema", "history", "epoch", "config_yaml"} <= set(state)
+    assert "rng" not in state
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named by `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_engine_loader_refuses_a_pickle_payload(tmp_path, capsys):
+    """The engine's own loader (not the test's torch.load): a checkpoint_last.pt carrying code is
+    refused with the path named, exit 2, and the code never runs."""
+    over = tiny(tmp_path, "evil", "train.epochs=1")
+    marker = tmp_path / "payload_ran"
+    (tmp_path / "evil").mkdir()
+    path = tmp_path / "evil" / "checkpoint_last.pt"
+    torch.save({"format": ckpt.FORMAT, "model": {}, "x": _Payload(marker)}, path)
+    with pytest.raises(ckpt.CheckpointError, match="weights_only"):
+        ckpt.load(str(path))
+    from dart.train import main
+    assert main([*over, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "Traceback" not in err
+    assert not marker.exists()
+    assert not (tmp_path / "evil" / "metrics.json").exists()

@@ -66,11 +66,11 @@ def toy_root(cfg: dict) -> str:
     return cfg["data"]["root"] or toy.default_dir(kind, seed, params)
 
 
-def _need_dir(path: str, key: str) -> str:
+def _need_dir(path: str, key: str, what: str = "dataset root") -> str:
     if not path:
-        raise FileNotFoundError(f"config key {key!r} is not set: data.kind needs a dataset root")
+        raise FileNotFoundError(f"config key {key!r} is not set: data.kind needs a {what}")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"dataset root {path!r} (config key {key!r}) does not exist")
+        raise FileNotFoundError(f"{what} {path!r} (config key {key!r}) does not exist")
     return path
 
 
@@ -107,8 +107,8 @@ def build_datasets(cfg: dict, prepare: bool = True, progress: bool = True,
         if task != "classification":
             raise ValueError(f"data.kind 'imagefolder' is for task classification, not {task!r}")
         from .imagefolder import ImageFolderDataset
-        tr = _need_dir(os.path.join(root, d["train_split"]), "data.train_split")
-        va = _need_dir(os.path.join(root, d["val_split"]), "data.val_split")
+        tr = _need_dir(os.path.join(root, d["train_split"]), "data.train_split", "train split folder")
+        va = _need_dir(os.path.join(root, d["val_split"]), "data.val_split", "validation split folder")
         train = ImageFolderDataset(tr, classification_transforms(cfg, True), strict, substitute=True)
         val = ImageFolderDataset(va, classification_transforms(cfg, False), strict)
         if len(train.classes) != d["num_classes"]:
@@ -123,7 +123,9 @@ def build_datasets(cfg: dict, prepare: bool = True, progress: bool = True,
         train = ADE20KDataset(root, d["train_split"], SegTrain(d["img_size"], hflip=a["hflip"]), d["mean"],
                               d["std"], strict, substitute=True)
         val = ADE20KDataset(root, d["val_split"], SegEval(d["img_size"]), d["mean"], d["std"], strict)
-        return train, val, {"dataset": "ade20k", "root": root, "classes": None}
+        # named by its folder, like the other kinds: "ade20k" is the layout, not the data
+        name = os.path.basename(os.path.normpath(root))
+        return train, val, {"dataset": name, "root": root, "classes": None}
     if kind == "video_csv":
         if task != "video":
             raise ValueError(f"data.kind 'video_csv' is for task video, not {task!r}")

@@ -5,13 +5,14 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 _log = logging.getLogger("dart.data")
 
 # what a corrupt or unreadable file raises while it is opened and decoded
 READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, EOFError, SyntaxError,
-                                                IndexError, KeyError)
+                                                IndexError, KeyError, Image.DecompressionBombError)
 try:  # PyAV's errors derive from OSError/ValueError in recent versions; add its base when present
     import av  # noqa: F401
     READ_ERRORS = READ_ERRORS + (av.error.FFmpegError,)

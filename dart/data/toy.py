@@ -400,12 +400,22 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=INT",
                     help=f"generator parameters, e.g. train_size=500 (defaults: {DEFAULTS})")
     args = ap.parse_args(argv)
+    from ..engine.cli import user_error
+    prog = "dart.data.toy"
     params = {}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        params[k] = int(v)
-    out = args.out or default_dir(args.kind, args.seed, params)
-    generate(args.kind, out, args.seed, params, progress=True, force=args.force)
+    try:
+        for kv in args.set:
+            k, sep, v = kv.partition("=")
+            try:
+                params[k] = int(v)
+            except ValueError:
+                raise ValueError(f"--set {kv!r}: {k} must be an integer (KEY=INT)") from None
+            if not sep or params[k] < 1:
+                raise ValueError(f"--set {kv!r}: {k} must be a positive integer (KEY=INT)")
+        out = args.out or default_dir(args.kind, args.seed, params)
+        generate(args.kind, out, args.seed, params, progress=True, force=args.force)
+    except (ValueError, FileExistsError, OSError) as e:
+        return user_error(prog, e)
     print(out)
     return 0
 

@@ -44,10 +44,16 @@ def build_model(cfg: dict) -> nn.Module:
     if task == "segmentation":
         from ..models.segmentation import create_segmenter
         dec = dict(cfg["model"].get("decoder") or {})
-        return create_segmenter(name, n, decoder=dec.pop("type", "mla"), **dec, **kw)
+        try:
+            return create_segmenter(name, n, decoder=dec.pop("type", "mla"), **dec, **kw)
+        except TypeError as e:
+            raise ValueError(f"config key 'model.kwargs' or 'model.decoder' of {name}: {e}") from e
     if not timm.is_model(name):
         raise ValueError(f"config key 'model.name': unknown model {name!r} (not registered with timm)")
-    return timm.create_model(name, pretrained=False, num_classes=n, **kw)
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=n, **kw)
+    except TypeError as e:  # an argument the model does not take: a typo in the config
+        raise ValueError(f"config key 'model.kwargs' of {name}: {e}") from e
 
 
 def input_shape(cfg: dict) -> tuple[int, ...]:

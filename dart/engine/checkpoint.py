@@ -1,16 +1,35 @@
-"""Atomic checkpoints and JSON files, RNG state capture/restore, `weights_only` loading."""
+"""Atomic checkpoints and JSON files with normal permissions, `weights_only` loading with errors
+that name the file, and seeding."""
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 
 FORMAT = "dart-run-v1"
+RUN_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "config_yaml")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the path."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_mode(path: str) -> None:
+    """Give a file made by mkstemp (mode 0600) the mode a plain open() would: 0666 less the umask."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _atomic_write(path: str, write) -> None:
@@ -22,6 +41,7 @@ def _atomic_write(path: str, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        normal_mode(tmp)
         os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half
     except BaseException:
         try:
@@ -39,34 +59,39 @@ def write_json_atomic(obj: Any, path: str) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1, sort_keys=False) + "\n").encode()))
 
 
-def load(path: str) -> dict:
-    """torch.load with weights_only=True (no arbitrary code from a checkpoint file)."""
+def load(path: str):
+    """torch.load with weights_only=True (no arbitrary code from a checkpoint file); a file that is
+    missing, empty, truncated, not a torch file or holding pickled objects is a CheckpointError."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain containers, "
+                              f"which weights_only loading refuses to run ({first})") from e
+    except (EOFError, RuntimeError, zipfile.BadZipFile, KeyError, ValueError, OSError, UnicodeDecodeError) as e:
+        size = os.path.getsize(path)
+        raise CheckpointError(f"checkpoint {path} ({size} bytes) cannot be read: it is empty, truncated or not a "
+                              f"torch checkpoint ({type(e).__name__}: {str(e).strip()[:200]})") from e
 
 
-def rng_state() -> dict:
-    """Every RNG the training step draws from, as weights_only-loadable objects."""
-    st = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    st["numpy"] = {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    version, internal, gauss_next = random.getstate()
-    st["python"] = {"version": version, "state": list(internal), "gauss": gauss_next}
-    return st
+def is_run(obj) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-    n = st["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = st["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+def check_run(obj, path: str) -> dict:
+    """`obj` if it is a complete run checkpoint of ours (checkpoint_last.pt), else a CheckpointError."""
+    if not is_run(obj):
+        raise CheckpointError(f"{path} is not a run checkpoint of dart.train (no format {FORMAT!r})")
+    missing = [k for k in RUN_KEYS if k not in obj]
+    if missing:
+        raise CheckpointError(f"run checkpoint {path} lacks {', '.join(missing)}")
+    return obj
+
+
+def load_run(path: str) -> dict:
+    return check_run(load(path), path)
 
 
 def seed_everything(seed: int) -> None:

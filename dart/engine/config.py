@@ -61,10 +61,13 @@ def resolve_path(name_or_path: str) -> str:
 
 def _read_yaml(path: str) -> dict:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml_load(f)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text (UTF-8) file, so not a YAML config "
+                          f"({e.reason} at byte {e.start})") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -89,12 +89,27 @@ class KeyMapReport:
                 "official_convention": self.official_convention}
 
 
+# What evaluation may leave unloaded: the classifier head, when its shape differs from the
+# checkpoint's because data.num_classes differs (e.g. an ImageNet checkpoint on a 10-class set).
+# Anything else missing, unmapped or misfit means the score would not be the checkpoint's.
+EVAL_MAY_MISFIT = re.compile(r"^head(_dist)?\.(weight|bias)$")
+
+
+def evaluation_blockers(report: KeyMapReport) -> tuple[list[str], list[str]]:
+    """(problems that forbid evaluating, model keys allowed to stay as initialised) of a load."""
+    allowed = sorted(d for _, d, a, b in report.mismatched if EVAL_MAY_MISFIT.match(d) and tuple(a[1:]) == tuple(b[1:]))
+    blockers = [f"unmapped {k}" for k in report.unmapped]
+    blockers += [f"missing {k}" for k in report.missing if k not in allowed]
+    blockers += [f"misfit {d}" for _, d, _, _ in report.mismatched if d not in allowed]
+    return blockers, allowed
+
+
 def extract_state_dict(obj) -> dict:
     """The tensor dict inside a checkpoint: {'model': sd}, {'state_dict': sd}, or sd itself.
 
     An official checkpoint with an EMA copy is read from 'model' (the trained weights)."""
     if not isinstance(obj, dict):
-        raise TypeError(f"checkpoint holds a {type(obj).__name__}, not a dict")
+        raise ValueError(f"checkpoint holds a {type(obj).__name__}, not a dict of tensors")
     for k in ("model", "state_dict", "module", "model_ema"):
         if isinstance(obj.get(k), dict) and obj[k] and all(isinstance(v, torch.Tensor) for v in obj[k].values()):
             return obj[k]

@@ -6,9 +6,11 @@ Built on timm's pieces: `create_optimizer_v2`, `create_scheduler_v2` (stepped pe
 autocast on GPUs.
 
 Resumption: a checkpoint is written atomically at the end of every epoch with the model,
-optimizer, scheduler, EMA, grad scaler and RNG states, the epoch and the metric history. Each
-epoch reseeds every RNG from (seed, epoch, rank) and the samplers shuffle by epoch, so a run
-killed mid-epoch and resumed from the last checkpoint replays that epoch exactly.
+optimizer, scheduler, EMA and grad scaler states, the epoch, the metric history and the config.
+Each epoch reseeds every RNG from (seed, epoch, rank) and the samplers shuffle by epoch, so a run
+killed mid-epoch and resumed from the last checkpoint replays that epoch exactly; that reseed is
+the only mechanism (no RNG state is saved). A resume whose config changes the model or the data
+is refused (`dart.engine.compat`).
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from . import checkpoint as ckpt
 from . import distributed as dist_
 from .build import build_model, input_shape, num_tokens
-from .config import dump
+from .compat import check_resume
+from .config import dump, yaml_load
 from .metrics import MeanIoU, TopK, complexity, device_name, versions
 from ..data import SkipLog, build_datasets, collate
 
@@ -165,7 +168,8 @@ def evaluate(model: nn.Module, loader, cfg: dict, info: dist_.DistInfo, skips: S
     model.eval()
     dtype = amp_dtype(cfg, info.device)
     seg = cfg["task"] == "segmentation"
-    acc = MeanIoU(cfg["data"]["num_classes"], info.device, IGNORE_INDEX) if seg else TopK(info.device)
+    n_classes = cfg["data"]["num_classes"]
+    acc = MeanIoU(n_classes, info.device, IGNORE_INDEX) if seg else TopK(info.device, n_classes)
     n_img, t0 = 0, time.perf_counter()
     for i, (x, y, skipped) in enumerate(loader):
         skips.add(skipped)
@@ -226,8 +230,13 @@ class Trainer:
         state = None
         if self.resume:
             if os.path.isfile(path_last):
-                state = ckpt.load(path_last)
+                state = ckpt.load_run(path_last)
+                changed = check_resume(yaml_load(state["config_yaml"]), cfg, path_last)
                 log.info("resuming from %s (epoch %d done)", path_last, state["epoch"] + 1)
+                if "train.epochs" in changed:
+                    log.warning("train.epochs changed from %s to %s: the learning-rate schedule stays the "
+                                "checkpoint's (it ends at train.min_lr after epoch %s)",
+                                *changed["train.epochs"], changed["train.epochs"][0])
             else:
                 log.info("--resume: no checkpoint at %s, starting from scratch", path_last)
         if info.is_main:
@@ -297,7 +306,6 @@ class Trainer:
                 ema.load_state_dict(state["ema"])
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-            ckpt.set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
             hist = state["history"]
             start_epoch = state["epoch"] + 1
 
@@ -335,9 +343,13 @@ class Trainer:
                 x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
                 if mixup is not None:
                     x, y = mixup(x, y)
-                with autocast(info.device, dtype):
-                    out = ddp_model(x)
-                    loss = criterion(out.float(), y)
+                try:
+                    with autocast(info.device, dtype):
+                        out = ddp_model(x)
+                        loss = criterion(out.float(), y)
+                except FloatingPointError as e:  # a model's own finiteness check (e.g. DART's scores)
+                    loss = torch.tensor(float("nan"), device=info.device)
+                    log.error("non-finite values in the forward pass: %s", e)
                 if global_step == nan_at:
                     loss = loss * float("nan")
                 lval = loss.detach().double()
@@ -389,14 +401,13 @@ class Trainer:
             hist["last_eval"] = last_eval
             all_skips = dist_.all_gather_object(skips.paths, info)
             hist["skipped"] = {p: r for d in all_skips for p, r in d.items()}
-            rngs = dist_.all_gather_object(ckpt.rng_state(), info)
             if info.is_main:
                 ckpt.save_atomic({
                     "format": ckpt.FORMAT, "epoch": epoch, "global_step": global_step,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "rng": rngs, "history": hist, "config_yaml": dump(cfg),
+                    "history": hist, "config_yaml": dump(cfg),
                 }, path_last)
             dist_.barrier(info)
 

@@ -10,12 +10,16 @@ from .distributed import DistInfo, all_reduce_sum
 
 
 class TopK:
-    """Counts of correct top-1/top-5 predictions, summed over ranks at the end."""
+    """Counts of correct top-1/top-5 predictions, summed over ranks at the end. Top-5 is None for
+    5 classes or fewer, where it would be 100 whatever the model does."""
 
-    def __init__(self, device):
+    def __init__(self, device, num_classes: int | None = None):
         self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, n, loss_sum
+        self.num_classes = num_classes
 
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: float | None = None) -> None:
+        if self.num_classes is None:
+            self.num_classes = logits.shape[-1]
         k = min(5, logits.shape[-1])
         top = logits.topk(k, dim=-1).indices
         hit = top.eq(target[:, None])
@@ -26,7 +30,8 @@ class TopK:
     def compute(self, info: DistInfo) -> dict:
         s = all_reduce_sum(self.sums.clone(), info).tolist()
         n = max(s[2], 1)
-        return {"top1": 100 * s[0] / n, "top5": 100 * s[1] / n, "val_loss": s[3] / n, "val_samples": int(s[2])}
+        top5 = 100 * s[1] / n if self.num_classes is None or self.num_classes > 5 else None
+        return {"top1": 100 * s[0] / n, "top5": top5, "val_loss": s[3] / n, "val_samples": int(s[2])}
 
 
 class MeanIoU:

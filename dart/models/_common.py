@@ -26,10 +26,25 @@ def refuse_pretrained(name: str, pretrained: bool) -> None:
             f"or your own with model.load_state_dict(torch.load(path, weights_only=True)).")
 
 
+def _check_count(name: str, value) -> None:
+    # int() would quietly turn 16.5, True or "16" into a token budget nobody asked for
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r} ({type(value).__name__})")
+
+
 def split_tokenizer_kwargs(kwargs: dict) -> tuple[dict, dict]:
-    """(tokenizer kwargs, backbone kwargs)."""
+    """(tokenizer kwargs, backbone kwargs); the token budget and score grid must be positive ints."""
     tok = {k: kwargs.pop(k) for k in TOKENIZER_KWARGS if k in kwargs}
+    for k in ("num_tokens", "score_grid"):
+        if k in tok:
+            _check_count(k, tok[k])
     return tok, kwargs
+
+
+def need_images(x) -> None:
+    """The DART tokenizer partitions each image by its scores: an empty batch has nothing to cut."""
+    if x.shape[0] == 0:
+        raise ValueError(f"a batch of 0 images (input shape {tuple(x.shape)}): DART models need at least one")
 
 
 def with_input_size(model):

@@ -17,7 +17,7 @@ from timm.models.vision_transformer import VisionTransformer
 from ..tokenizer import DART, Partition
 from timm.models import generate_default_cfgs
 
-from ._common import dart_cfg, refuse_pretrained, split_tokenizer_kwargs, with_input_size
+from ._common import dart_cfg, need_images, refuse_pretrained, split_tokenizer_kwargs, with_input_size
 
 
 class DartVisionTransformer(VisionTransformer):
@@ -55,6 +55,7 @@ class DartVisionTransformer(VisionTransformer):
 
     def tokenize(self, x: Tensor) -> tuple[Tensor, Partition]:
         """Tokens with position embeddings and the class token prepended, and the partition."""
+        need_images(x)
         n_pre = self.num_prefix_tokens
         tokens, part = self.patch_embed(x, pos_embed=self.pos_embed[:, n_pre:], return_partition=True)
         tokens = tokens + part.pos_embed.to(tokens.dtype)

@@ -19,6 +19,7 @@ from timm.layers import DropPath, RmsNormFp32, lecun_normal_, to_2tuple, trunc_n
 
 from ..ops import causal_conv1d, conv_backend, conv_macs, scan_backend, scan_macs, selective_scan
 from ..tokenizer import DART
+from ._common import need_images
 
 
 class Mamba(nn.Module):
@@ -304,6 +305,7 @@ class VisionMamba(nn.Module):
     def embed_patches(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) -> patch tokens with their position embeddings (B, M, D)."""
         if self.tokenizer == "dart":
+            need_images(x)
             tokens, part = self.patch_embed(x, pos_embed=self.patch_pos_table(), return_partition=True)
             return tokens + part.pos_embed.to(tokens.dtype)
         tokens = self.patch_embed(x)

@@ -24,19 +24,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._common import need_images
+
 __all__ = ["Segmenter", "create_segmenter", "tokens_to_dense", "grid_rects"]
 
 
 def grid_rects(batch: int, rows: int, cols: int, height: int, width: int, device=None,
                dtype=torch.float32) -> Tensor:
-    """Rectangles (B, rows*cols, 2, 4) of a fixed patch grid, in the `Partition.rects` layout
-    (piece 1 zero-area)."""
+    """Rectangles (B, rows*cols, 1, 4) of a fixed patch grid, in the `Partition.rects` layout
+    (one piece per patch)."""
     ys = torch.linspace(0, height, rows + 1, device=device, dtype=dtype)
     xs = torch.linspace(0, width, cols + 1, device=device, dtype=dtype)
     y0, x0 = torch.meshgrid(ys[:-1], xs[:-1], indexing="ij")
     y1, x1 = torch.meshgrid(ys[1:], xs[1:], indexing="ij")
-    piece0 = torch.stack([x0, y0, x1, y1], -1).reshape(-1, 4)
-    rects = torch.stack([piece0, torch.zeros_like(piece0)], 1)
+    rects = torch.stack([x0, y0, x1, y1], -1).reshape(-1, 1, 4)
     return rects.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
@@ -120,6 +121,7 @@ class _Backbone(nn.Module):
             return feats, rects
         # Vision Mamba
         if self.dart:
+            need_images(x)
             tokens, part = m.patch_embed(x, pos_embed=m.patch_pos_table(), return_partition=True)
             tokens = tokens + part.pos_embed.to(tokens.dtype)
             rects = part.rects

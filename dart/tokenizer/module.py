@@ -28,11 +28,13 @@ class NonFiniteScores(FloatingPointError, ValueError):
 class Partition:
     """How one batch was tokenised. Coordinates: `row_bounds` in score-grid units along y,
     `patch_bounds` along the raster sequence of the bands (band j covers [j*g, (j+1)*g]),
-    `rects` in input pixels, (B, N, 2, 4) as (x0, y0, x1, y1) per piece (see `geometry.patch_rects`)."""
+    `rects` in input pixels, (B, N, K, 4) as (x0, y0, x1, y1) per piece: a patch that runs on
+    across band seams has one piece per band, K is the most any patch of the batch has, and unused
+    pieces have zero area (see `geometry.patch_rects`)."""
     scores: Tensor  # (B, g, g) positive scores that drove the partition
     row_bounds: Tensor  # (B, rows+1)
     patch_bounds: Tensor  # (B, N+1)
-    rects: Tensor  # (B, N, 2, 4)
+    rects: Tensor  # (B, N, K, 4)
     pos_embed: Optional[Tensor]  # (B, N, D) resampled position embeddings, when a table was given
     grid: int
     img_size: tuple[int, int]
@@ -49,6 +51,14 @@ class DART(nn.Module):
     quantiles, then patches along the rows), resamples every region to patch_size^2 pixels and
     embeds it with the usual patch projection (`proj`, the grid's stride-P conv, run over the strip
     of resampled patches, so grid checkpoints load unchanged).
+
+    The geometry is the reference implementation's (average re-binning, its +1e-8 terms: row and
+    patch edges within 1e-6 px of its outputs). Options that differ from it, each named:
+    score_norm ('image': per-image standardisation; 'batch': the reference), score_std_floor
+    (1: the spread is divided by max(std, 1); 0: the reference), sampling ('reference': its
+    left-aligned sample points, patches within 1e-4 of its own except within a pixel of a band seam;
+    'centred': sample-cell centres), quantile_eps (1e-8: the reference; 0: uniform scores give the
+    grid to 1e-9 cells). `use_official_convention()` sets all of them to the reference's.
     """
 
     def __init__(self, img_size=448, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,

@@ -90,12 +90,27 @@ def _exp_seed(path: str) -> tuple[str, int]:
     return exp, int(seed_part.removeprefix("seed"))
 
 
+def check_eval_source(ev: dict, path: str) -> None:
+    """Refuse an eval whose weights are not known to be the checkpoint's: it must name its source, and
+    an official checkpoint's key map must be complete (dart.evaluate records it under source.keymap)."""
+    src = ev.get("source")
+    if not isinstance(src, dict) or src.get("kind") not in ("run", "official"):
+        raise ValueError(f"{path}: no record of the checkpoint it evaluated (source.kind); re-run dart.evaluate")
+    km = src.get("keymap") or {}
+    if src["kind"] == "official" and km.get("complete") is not True:
+        left = [*km.get("unmapped", []), *km.get("missing", []), *[m[1] for m in km.get("mismatched", [])]]
+        raise ValueError(f"{path}: the checkpoint's key map is not complete ({len(left)} keys not loaded: "
+                         f"{', '.join(map(str, left[:10]))}); its score is not the checkpoint's")
+
+
 def runs_table(metrics_paths: Iterable[str], eval_paths: Iterable[str], experiments: dict) -> pd.DataFrame:
-    """One row per trained run; the evaluation's numbers win over the training's last validation."""
+    """One row per trained run; the evaluation's numbers win over the training's last validation.
+    An eval without a complete key map is refused (`check_eval_source`)."""
     evals = {}
     for p in eval_paths:
         with open(p) as f:
             evals[_exp_seed(p)] = json.load(f)
+        check_eval_source(evals[_exp_seed(p)], p)
     rows = []
     for p in metrics_paths:
         with open(p) as f:
