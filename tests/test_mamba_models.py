@@ -116,7 +116,7 @@ def test_paper_defaults():
         video = timm.create_model("videomamba_tiny_patch16_576")
     pe = vim.patch_embed
     assert pe.img_size == (448, 448) and pe.num_tokens == 392 and pe.grid == 14
-    assert pe.scorer.name == "mobilenetv3_large_full" and pe.score_gate == "sigmoid2"
+    assert pe.scorer.name == "mobilenetv3_large_v2" and pe.scorer.head_version == "v2" and pe.score_gate == "sigmoid2"
     assert len(vim.layers) == 24 and vim.embed_dim == 384 and vim.layers[0].mixer.divide_out
     assert vim.layers[0].mixer.d_state == 16 and vim.layers[0].mixer.d_inner == 768
     assert video.sequence_length() == 1297 and not video.layers[0].mixer.divide_out

@@ -92,7 +92,8 @@ def test_std_floor_keeps_small_spreads_and_zero_gives_plain_standardisation():
     floored = score_activation(logits)  # spread 0.01 < 1: scores stay close to uniform
     assert (floored.amax((1, 2)) - floored.amin((1, 2))).max() < 0.02
     plain = score_activation(logits, std_floor=0.0)
-    z = (logits - logits.mean((1, 2), keepdim=True)) / (logits.std((1, 2), keepdim=True, unbiased=False) + 1e-6)
+    # the official formula: torch's default (Bessel-corrected) std + 1e-8
+    z = (logits - logits.mean((1, 2), keepdim=True)) / (logits.std((1, 2), keepdim=True) + 1e-8)
     assert torch.allclose(plain, torch.sigmoid(z) + 0.1, atol=1e-6)
     big = logits * 300  # spread above the floor: the floor changes nothing
     assert torch.allclose(score_activation(big), score_activation(big, std_floor=0.0), atol=1e-5)

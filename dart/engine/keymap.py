@@ -2,20 +2,29 @@
 
 The official DeiT models are timm VisionTransformers whose patch embedding
 (`DynamicAdaptiveRegionTokenizer`) holds the projection `proj` and a score network `spn`, itself
-nested wrappers (`spn.spn.spn`) around a frozen CNN trunk `features` and an MLP `mlp.net.{0,2}`
-(two Linear layers applied per location). The official Vim models keep Vim's names
-(`layers.N.mixer.*`, `layers.N.norm.*`, `norm_f`, `patch_embed.proj`, `pos_embed`, `cls_token`,
-`head`), with the same kind of `spn` in their patch embedding.
+nested wrappers (`spn.spn.spn`) around a frozen CNN trunk `features` (torchvision's sub-keys) and
+an MLP `mlp.net.{0,2}` of two Linear layers: per location C->H->1 in the "v1" head (DeiT),
+C->96->C on the position-mean feature in the "v2" channel-gate head (Vim; also darvit-tiny-v2).
+The official Vim models keep Vim's names (`layers.N.mixer.*`, `layers.N.norm.*`, `norm_f`,
+`patch_embed.proj`, `pos_embed`, `cls_token`, `head`), with the same kind of `spn`.
 
-Ours: `patch_embed.proj`, `patch_embed.scorer.trunk.*` (the CNN trunk), `patch_embed.scorer.head.fc1/fc2`
-(1x1 convs, i.e. per-location Linear layers stored as (out, in, 1, 1)), and timm's / Vim's own names
-for the backbone. So the map renames the scorer, reshapes Linear weights to 1x1 convs, strips
-wrapper prefixes (`module.`, `model.`) and keeps every other name. `load_into` reports what did
-not map (checkpoint keys with no home), what stayed missing (model keys not in the checkpoint) and
-shape mismatches (e.g. a scorer trunk cut after a different block).
+Ours: `patch_embed.proj`, `patch_embed.scorer.trunk.*` (the CNN trunk, same sub-keys),
+`patch_embed.scorer.head.fc1/fc2` (v1: 1x1 convs, i.e. per-location Linear layers stored as
+(out, in, 1, 1); v2: Linear layers of the official shapes), and timm's / Vim's own names for the
+backbone. So the map renames the scorer, reshapes v1 Linear weights to 1x1 convs, strips wrapper
+prefixes (`module.`, `model.`) and keeps every other name. Every tensor comes from the checkpoint,
+the scorer trunk's included (BatchNorm buffers too): the official constructors re-initialise parts
+of the trunk, so it is not torchvision's ImageNet trunk.
+
+`load_into` reports what did not map (checkpoint keys with no home), what stayed missing (model
+keys not in the checkpoint) and shape mismatches. Loading an official darvit/darvim checkpoint also
+switches the model's tokenizer to the official convention (`DART.use_official_convention`, the
+official head's score gate, frozen trunk) and logs it. DARMT (RMT with DART's image reshaper)
+checkpoints are refused: this project has no RMT backbone.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -30,6 +39,12 @@ RULES: list[tuple[str, str]] = [
     (r"^patch_embed\.spn\.(?:spn\.)*mlp\.net\.2\.(weight|bias)$", r"patch_embed.scorer.head.fc2.\1"),
 ]
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+OFFICIAL_FAMILIES = ("darvit", "darvim")
+# the score gate each official head applies after the standardisation (ScorePredNetV1 / V2)
+OFFICIAL_GATES = {"v1": "sigmoid_offset", "v2": "sigmoid2"}
+_HEAD_OUT = re.compile(r"^patch_embed\.spn\.(?:spn\.)*mlp\.net\.2\.weight$")
+
+_log = logging.getLogger(__name__)
 CONTAINER_KEYS = ("model_ema", "model", "state_dict", "module")
 
 
@@ -40,6 +55,8 @@ class KeyMapReport:
     missing: list[str] = field(default_factory=list)  # model keys the checkpoint did not fill
     mismatched: list[tuple[str, str, tuple, tuple]] = field(default_factory=list)
     family: str = "unknown"
+    head_version: Optional[str] = None  # the official scorer head: "v1" (per location) or "v2" (gate)
+    official_convention: bool = False  # the tokenizer was switched to the official convention
 
     @property
     def complete(self) -> bool:
@@ -60,13 +77,16 @@ class KeyMapReport:
                          f"{cut(f'{s}->{d} {tuple(a)} vs {tuple(b)}' for s, d, a, b in self.mismatched)}")
         if self.complete:
             parts.append("all keys mapped")
+        if self.official_convention:
+            parts.append(f"tokenizer set to the official convention ({self.head_version} head)")
         return "; ".join(parts)
 
     def as_dict(self) -> dict:
         return {"family": self.family, "mapped": len(self.mapped), "unmapped": self.unmapped,
                 "missing": self.missing,
                 "mismatched": [[s, d, list(a), list(b)] for s, d, a, b in self.mismatched],
-                "complete": self.complete}
+                "complete": self.complete, "head_version": self.head_version,
+                "official_convention": self.official_convention}
 
 
 # What evaluation may leave unloaded: the classifier head, when its shape differs from the
@@ -100,7 +120,10 @@ def extract_state_dict(obj) -> dict:
 
 
 def detect_family(keys) -> str:
+    """'darvit' / 'darvim' (official DART DeiT / Vim), 'deit' / 'vim' (no scorer), 'darmt', or 'unknown'."""
     keys = list(keys)
+    if any(k.startswith("pre_image.spn.") for k in keys):
+        return "darmt"
     if any(re.match(r"^layers\.\d+\.mixer\.", k) for k in keys):
         return "darvim" if any(".spn." in k for k in keys) else "vim"
     if any(re.match(r"^blocks\.\d+\.attn\.", k) for k in keys):
@@ -108,10 +131,23 @@ def detect_family(keys) -> str:
     return "unknown"
 
 
-def map_key(key: str) -> str:
+def head_version(state: dict) -> Optional[str]:
+    """The official scorer head of a state dict: 'v1' (last layer H->1), 'v2' (H->C), None if absent."""
+    for k, v in state.items():
+        if _HEAD_OUT.match(_strip_wrappers(k)):
+            return "v1" if v.shape[0] == 1 else "v2"
+    return None
+
+
+def _strip_wrappers(key: str) -> str:
     for pre in WRAPPER_PREFIXES:
         while key.startswith(pre):
             key = key[len(pre):]
+    return key
+
+
+def map_key(key: str) -> str:
+    key = _strip_wrappers(key)
     for pat, rep in RULES:
         if re.match(pat, key):
             return re.sub(pat, rep, key)
@@ -132,7 +168,12 @@ def _fit(src: torch.Tensor, dst: torch.Tensor) -> Optional[torch.Tensor]:
 
 def convert(state: dict, model_state: dict) -> tuple[dict, KeyMapReport]:
     """Map an official state dict onto `model_state`'s keys. Returns (new state, report)."""
-    report = KeyMapReport(family=detect_family(map_key(k) for k in state))
+    report = KeyMapReport(family=detect_family(_strip_wrappers(k) for k in state), head_version=head_version(state))
+    if report.family == "darmt":
+        raise ValueError(
+            "this is an official DARMT checkpoint (RMT backbone with DART's image reshaper, keys "
+            "'pre_image.spn.*'): this project builds no RMT model, so it cannot be loaded. Official "
+            "darvit-* (DeiT) and darvim-* (Vim) checkpoints are supported.")
     out = {}
     for k, v in state.items():
         dst = map_key(k)
@@ -164,6 +205,31 @@ def load_into(model: nn.Module, source, strict_shapes: bool = False,
     if strict_shapes and report.mismatched:
         raise ValueError("checkpoint shapes do not fit the model: " + report.summary())
     model.load_state_dict(new, strict=False)
+    if report.family in OFFICIAL_FAMILIES:
+        report.official_convention = apply_official_convention(model, report.head_version)
+    _log.info(report.summary())
     if log:
         log(report.summary())
     return report
+
+
+def apply_official_convention(model: nn.Module, head: Optional[str]) -> bool:
+    """Make `model` tokenise as the official checkpoints were trained: the DART tokenizer's official
+    convention (batch standardisation, no std floor, reference sampling), the score gate of the
+    official head, and a frozen scorer trunk. False when the model has no DART tokenizer."""
+    pe = getattr(model, "patch_embed", None)
+    if not hasattr(pe, "use_official_convention"):
+        _log.warning("official DART checkpoint loaded into %s, which has no DART tokenizer: "
+                     "official convention not applied", type(model).__name__)
+        return False
+    pe.use_official_convention()
+    gate = OFFICIAL_GATES.get(head)
+    if gate and pe.score_gate != gate:
+        _log.info("score gate %s -> %s (the official %s head's)", pe.score_gate, gate, head)
+        pe.score_gate = gate
+    if hasattr(pe.scorer, "freeze_trunk"):
+        pe.scorer.freeze_trunk()
+    _log.info("official checkpoint: tokenizer uses the official convention (score_norm=%s, "
+              "score_std_floor=%s, sampling=%s, score_gate=%s, scorer trunk frozen)",
+              pe.score_norm, pe.score_std_floor, pe.sampling, pe.score_gate)
+    return True

@@ -214,7 +214,7 @@ class VisionMamba(nn.Module):
                  drop_rate: float = 0., drop_path_rate: float = 0., norm_eps: float = 1e-5,
                  residual_in_fp32: bool = True, cls_position: str = "middle", divide_out: bool = True,
                  init_mode: str = "vim", tokenizer: str = "grid", num_tokens: int = 196,
-                 score_grid: int = 14, scorer="mobilenetv3_small", scorer_pretrained: bool = False,
+                 score_grid: int = 14, scorer="mobilenetv3_small_v2", scorer_pretrained: bool = False,
                  scorer_input_size: Optional[int] = None, score_norm: str = "image",
                  score_gate: str = "sigmoid2", score_std_floor: float = 1.0,
                  sampling: str = "centred", quantile_eps: float = 1e-8):

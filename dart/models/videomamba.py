@@ -77,7 +77,8 @@ default_cfgs = generate_default_cfgs({
 })
 
 TINY = dict(patch_size=16, embed_dim=192, depth=24)
-DART_TINY = dict(TINY, img_size=448, score_grid=14, scorer="mobilenetv3_small", score_gate="sigmoid2")
+# no official DART VideoMamba code was released: the scorer of the official Vim-Ti model (same width)
+DART_TINY = dict(TINY, img_size=448, score_grid=14, scorer="mobilenetv3_small_v2", score_gate="sigmoid2")
 
 
 @register_model

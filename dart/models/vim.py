@@ -53,9 +53,10 @@ default_cfgs = generate_default_cfgs({
 
 TINY = dict(patch_size=16, embed_dim=192, depth=24)
 SMALL = dict(patch_size=16, embed_dim=384, depth=24)
-DART_TINY = dict(TINY, img_size=448, score_grid=14, scorer="mobilenetv3_small", score_gate="sigmoid2")
-# Vim-S's DART row is +3M params over the grid (DeiT-S's +2M): the whole MobileNetV3-Large trunk
-DART_SMALL = dict(SMALL, img_size=448, score_grid=14, scorer="mobilenetv3_large_full", score_gate="sigmoid2")
+# the official DARViM scorers: the "v2" channel-gate head with its sigmoid(2z) gate, on MobileNetV3-Small
+# features[:13] (Ti) / -Large features[:17] (S)
+DART_TINY = dict(TINY, img_size=448, score_grid=14, scorer="mobilenetv3_small_v2", score_gate="sigmoid2")
+DART_SMALL = dict(SMALL, img_size=448, score_grid=14, scorer="mobilenetv3_large_v2", score_gate="sigmoid2")
 
 
 @register_model
@@ -84,13 +85,13 @@ def vim_small_patch16_448(pretrained=False, **kwargs) -> Vim:
 
 @register_model
 def dart_vim_tiny_patch16_224(pretrained=False, **kwargs) -> Vim:
-    """DART Vim-Ti, 196 tokens, MobileNetV3-Small scorer (77.2%)."""
+    """DART Vim-Ti, 196 tokens, MobileNetV3-Small v2 scorer (77.2%; official darvim-tiny)."""
     return _create("dart_vim_tiny_patch16_224", pretrained, dict(DART_TINY, num_tokens=196), kwargs, dart=True)
 
 
 @register_model
 def dart_vim_small_patch16_224(pretrained=False, **kwargs) -> Vim:
-    """DART Vim-S, 196 tokens, whole MobileNetV3-Large trunk as scorer (81.5%)."""
+    """DART Vim-S, 196 tokens, MobileNetV3-Large v2 scorer (81.5%; official darvim-sm)."""
     return _create("dart_vim_small_patch16_224", pretrained, dict(DART_SMALL, num_tokens=196), kwargs, dart=True)
 
 

@@ -1,11 +1,15 @@
 """Scoring networks: image -> one raw score logit per cell of a g x g grid.
 
 The paper's scorers are the early layers of an ImageNet-pretrained CNN (frozen) plus a small
-trainable head; `SmallCNNScorer` needs no pretrained weights and is the default at toy scale.
+trainable head. Two heads, as in the official code: "v1" (DeiT models), a per-location MLP giving
+one logit per trunk location; "v2" (Vim / VideoMamba models), a channel gate computed from the
+image's mean feature, the logit of a location being the gated sum of its channels.
+`SmallCNNScorer` needs no pretrained weights and is the default at toy scale.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -29,15 +33,19 @@ class TrunkSpec:
     channels: int  # channels of the kept blocks' output
     hidden: int  # hidden width of the trainable head
     input_size: int = 224  # side of the image copy the trunk sees
+    head: str = "v1"  # "v1": per-location MLP (`ScoreHead`); "v2": channel gate (`ChannelGateHead`)
 
 
-# Paper scorer for DeiT-Ti (MobileNetV3-Small) and DeiT-S (MobileNetV3-Large); ablation scorers.
+# Paper scorers: the official cut points and head widths, so official weights map onto these.
 TRUNKS: dict[str, TrunkSpec] = {
-    # the official scorers' cut points and head widths (so official weights map onto these)
+    # DeiT-Ti / DeiT-S: v1 heads C->C->1 on MobileNetV3-Small features[:11] / -Large features[:15]
     "mobilenetv3_small": TrunkSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights", 11, 96, 96),
     "mobilenetv3_large": TrunkSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 15, 160, 160),
-    # DART Vim-S is published at +3M params over Vim-S (DeiT-S: +2M): the whole Large trunk
-    "mobilenetv3_large_full": TrunkSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights", None, 960, 192),
+    # Vim-Ti, VideoMamba-Ti / Vim-S: v2 heads C->96->C on the longer cuts ending in the 1x1 conv
+    # to 576 / 960 channels (features[:13] / features[:17], the latter the whole Large trunk)
+    "mobilenetv3_small_v2": TrunkSpec("mobilenet_v3_small", "MobileNet_V3_Small_Weights", 13, 576, 96, head="v2"),
+    "mobilenetv3_large_v2": TrunkSpec("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 17, 960, 96, head="v2"),
+    # scorer ablation
     "mnasnet": TrunkSpec("mnasnet0_5", "MNASNet0_5_Weights", None, 1280, 16),
     "squeezenet": TrunkSpec("squeezenet1_1", "SqueezeNet1_1_Weights", None, 512, 16),
     # the ablation's EfficientNet-B0 cost (+1.15 GMACs) is that of its trunk on a 384-px copy
@@ -92,8 +100,44 @@ class ScoreHead(nn.Module):
         return z[:, 0]
 
 
+class ChannelGateHead(nn.Module):
+    """The official "v2" head (Vim / VideoMamba): an MLP C->H->C on the mean of the trunk features
+    over all positions gives one sigmoid gate per channel; the logit of a location is the sum of its
+    channels weighted by the gates; bilinearly resized to the score grid.
+
+    Initialisation as in the official models (truncated normal, std 0.02, zero biases: DARViM's
+    `segm_init_weights`, timm's ViT init for DARViT-v2). Unlike `ScoreHead` there is no choice that
+    starts from the grid: the gates lie in (0, 1), so the logits always vary with the features
+    (they start as about half the plain channel sum).
+    """
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, channels)
+        for fc in (self.fc1, self.fc2):
+            nn.init.trunc_normal_(fc.weight, std=0.02)  # bounds +-2 (absolute), as timm's
+            nn.init.zeros_(fc.bias)
+
+    def gates(self, feats: Tensor) -> Tensor:
+        """(B, C, h, w) trunk features -> (B, C) channel gates in (0, 1)."""
+        return torch.sigmoid(self.fc2(self.act(self.fc1(feats.mean((2, 3))))))
+
+    def forward(self, feats: Tensor, grid: int) -> Tensor:
+        B, C, h, w = feats.shape
+        # gated channel sum as a batched matmul (so complexity counters see its multiply-adds)
+        z = torch.bmm(self.gates(feats).unsqueeze(1), feats.reshape(B, C, h * w)).view(B, 1, h, w)
+        if (h, w) != (grid, grid):
+            z = F.interpolate(z, size=(grid, grid), mode="bilinear", align_corners=False)
+        return z[:, 0]
+
+
+HEADS: dict[str, type[nn.Module]] = {"v1": ScoreHead, "v2": ChannelGateHead}
+
+
 class TrunkScorer(nn.Module):
-    """Torchvision CNN trunk (frozen when pretrained) + trainable `ScoreHead`."""
+    """Torchvision CNN trunk (frozen when pretrained) + trainable head (`HEADS[spec.head]`)."""
 
     def __init__(self, name: str, pretrained: bool = False, freeze: bool | None = None):
         super().__init__()
@@ -105,12 +149,19 @@ class TrunkScorer(nn.Module):
             model.load_state_dict(state)
         layers = _trunk_layers(model)
         self.trunk = layers[: spec.blocks] if spec.blocks else layers
-        self.head = ScoreHead(spec.channels, spec.hidden)
+        self.head = HEADS[spec.head](spec.channels, spec.hidden)
+        self.head_version = spec.head
         self.name = name
         self.input_size = spec.input_size
         self.frozen = pretrained if freeze is None else freeze
         if self.frozen:
             self.trunk.requires_grad_(False)
+
+    def freeze_trunk(self) -> "TrunkScorer":
+        """Freeze the trunk as the official models do (no gradients; BatchNorm statistics fixed)."""
+        self.frozen = True
+        self.trunk.requires_grad_(False)
+        return self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -165,9 +216,10 @@ def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_o
 
     norm="image" standardises each image's logits on their own, so an image's tokens never depend
     on its batch-mates; norm="batch" uses the whole batch's mean/std, as the official code does.
-    The spread is divided by max(std, std_floor): with the default floor of 1 logits that barely
-    differ are not blown up to a full-contrast partition (what lets a scorer trained from scratch
-    start from the grid); std_floor=0 is the paper's plain standardisation (std + 1e-6).
+    The std is torch's default, Bessel-corrected one, as in the official code. The spread is
+    divided by max(std, std_floor): with the default floor of 1 logits that barely differ are not
+    blown up to a full-contrast partition (what lets a scorer trained from scratch start from the
+    grid); std_floor=0 is the official plain standardisation, (z - mean) / (std + 1e-8).
     gate="sigmoid_offset" is sigmoid(z) + 0.1 (DeiT scorer: no region gets zero mass);
     gate="sigmoid2" is sigmoid(2z) (the Vim "v2" head).
     """
@@ -180,8 +232,9 @@ def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_o
         raise ValueError(f"score_norm must be 'image' or 'batch', got {norm!r}")
     if std_floor < 0:
         raise ValueError(f"score_std_floor must be >= 0, got {std_floor}")
-    spread = z.std(dims, keepdim=True, unbiased=False)
-    spread = spread.clamp_min(std_floor) if std_floor > 0 else spread + 1e-6
+    count = math.prod(z.shape[d] for d in dims)
+    spread = z.std(dims, keepdim=True, correction=1 if count > 1 else 0)  # one value: spread 0, not NaN
+    spread = spread.clamp_min(std_floor) if std_floor > 0 else spread + 1e-8
     z = (z - z.mean(dims, keepdim=True)) / spread
     if gate == "sigmoid_offset":
         return torch.sigmoid(z) + 0.1
