@@ -169,3 +169,16 @@ def test_pos_embed_resampling_is_differentiable():
     row_b.requires_grad_()
     patch_b.requires_grad_()
     assert torch.autograd.gradcheck(geometry.resample_pos_embed, (table, row_b, patch_b))
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-8])
+def test_gradients_flow_at_exactly_uniform_scores(eps):
+    """Equal scores put every quantile exactly on a cell edge; the partition must still pass a
+    gradient to the scores, or a scorer whose head starts at zero (all scores equal) never learns."""
+    scores = torch.ones(1, 8, 8, dtype=torch.float64, requires_grad=True)
+    row_b, patch_b, _ = geometry.partition(scores, 16, eps=eps)
+    (patch_b * torch.arange(17.0)).sum().backward(retain_graph=True)
+    assert scores.grad.abs().sum() > 1.0
+    scores.grad = None
+    (row_b * torch.arange(5.0)).sum().backward()
+    assert scores.grad.abs().sum() > 1.0

@@ -40,7 +40,10 @@ def inverse_cdf(density: Tensor, levels: Tensor, eps: float = REFERENCE_EPS) -> 
     idx = idx.clamp_(max=density.shape[-1] - 1)
     cell_mass = density.gather(-1, idx)
     before = cum.gather(-1, idx) - cell_mass
-    frac = ((levels - before) / (cell_mass + eps).clamp_min(_EPS)).clamp(0.0, 1.0)
+    frac = (levels - before) / (cell_mass + eps).clamp_min(_EPS)
+    # the clamp only guards round-off; its gradient must not vanish at the bounds, where a level
+    # lands exactly on a cell edge (uniform scores: a zero-initialised scorer would never learn)
+    frac = frac + (frac.clamp(0.0, 1.0) - frac).detach()
     return idx.to(density.dtype) + frac
 
 
