@@ -5,9 +5,12 @@
 
 rule throughput:
     input:
-        configs=lambda wc: [TRAIN_CONFIGS[e] for e in SWEEPS[wc.sweep].get("experiments", [])],
+        settings=sweep_settings,
     output:
         f"results/{SCALE}/bench/{{sweep}}.csv",
+    wildcard_constraints:
+        # only the configured sweeps: results/<scale>/bench/tokenizer_split.csv is tokenizer_bench's
+        sweep=plan.one_of(SWEEPS),
     params:
         models=lambda wc: plan.shell_join(plan.sweep_models(config, wc.sweep, TRAIN_CONFIGS, REPO)),
         batch_sizes=lambda wc: " ".join(str(b) for b in SWEEPS[wc.sweep]["batch_sizes"]),
@@ -16,6 +19,8 @@ rule throughput:
         extra=lambda wc: plan.shell_join(SWEEPS[wc.sweep].get("args", [])),
     log:
         f"results/logs/{SCALE}/bench/{{sweep}}.log",
+    benchmark:
+        f"results/{SCALE}/benchmarks/throughput/{{sweep}}.tsv"
     threads: plan.all_cores(workflow)
     resources:
         gpu=one_gpu(),
@@ -30,12 +35,16 @@ rule throughput:
 
 
 rule tokenizer_bench:
+    input:
+        settings=lambda wc: tracked("bench/tokenizer_split", {"device": SETTINGS.get("device", "auto")}),
     output:
         f"results/{SCALE}/bench/tokenizer_split.csv",
     params:
         device=SETTINGS.get("device", "auto"),
     log:
         f"results/logs/{SCALE}/bench/tokenizer_split.log",
+    benchmark:
+        f"results/{SCALE}/benchmarks/tokenizer_bench.tsv"
     threads: plan.all_cores(workflow)
     resources:
         gpu=one_gpu(),
