@@ -96,8 +96,50 @@ def test_dry_run_paper_scale_with_slurm_profile(deployment):
     assert "slurm_partition" not in out and "slurm_account" not in out
     bench = [b for b in out.split("\n\n") if "rule throughput:" in b]
     assert bench and all("slurm_extra=--exclusive" in b and "gpu=1" in b for b in bench)
-    # long-sequence rows start from their 196-token run
-    assert "model.init_checkpoint=runs/paper/dart_deit_small/seed0/checkpoint_last.pt" in out
+    # long-sequence rows start from their 196-token run: the run's tracked config says so
+    run_cfg = yaml.safe_load((deployment / "results" / "paper" / "config" / "runs" / "dart_deit_small_392"
+                              / "seed0.yaml").read_text())
+    assert run_cfg["model"]["init_checkpoint"] == "runs/paper/dart_deit_small/seed0/checkpoint_last.pt"
+    assert run_cfg["model"]["name"] == "dart_deit_small_patch16_224_392" and run_cfg["train"]["epochs"] == 30
+    assert "--config results/paper/config/runs/dart_deit_small_392/seed0.yaml" in out
+    # a paper run has its own report: it never overwrites the toy one
+    assert "reports/paper_tables_paper.html" in out and "reports/paper_tables.html" not in out
+
+
+def test_paper_dag_is_unambiguous_under_strict_evaluation(deployment):
+    """results/paper/bench/tokenizer_split.csv is tokenizer_bench's alone (the sweep wildcard
+    matches only configured sweeps), so input functions never see an unknown sweep."""
+    r = snakemake("--config", "scale=paper", "--strict-dag-evaluation", "functions", "-n", cwd=deployment)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    out = r.stdout + r.stderr
+    assert "InputFunctionException" not in out and "AmbiguousRuleException" not in out
+    assert job_counts(out)["tokenizer_bench"] == 1
+
+
+def test_root_snakefile_runs_the_card_commands():
+    """`snakemake -n all` and `snakemake -n reports/paper_tables.html` from the repository root:
+    the root Snakefile includes workflow/Snakefile, `all` stays the default target and the default
+    profile is found through profiles/."""
+    for target in ([], ["all"], ["reports/paper_tables.html"]):
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", *target], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-3000:]
+        assert "profiles/default" in out and f"Snakefile: {ROOT / 'Snakefile'}" in out
+        counts = job_counts(out)
+        if "Nothing to be done" not in out:
+            assert counts.get("report", 0) == 1 and ("all" in counts) == (target != ["reports/paper_tables.html"])
+
+
+def test_config_typo_and_nested_override_errors_are_short(deployment):
+    r = snakemake("--config", "scal=paper", "-n", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "config key scal is unknown (known here: " in out
+    assert "$defs" not in out  # not the whole schema
+    r = snakemake("--config", "tolerance={top1: 0}", "-n", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "config key tolerance.top1: '0' is not of type 'number'" in out
+    assert "--configfile" in out
 
 
 def test_lint():
@@ -206,3 +248,72 @@ def test_end_to_end_miniature(tmp_path):
     r3 = snakemake("-n", cwd=tmp_path, timeout=120)
     assert r3.returncode == 0, r3.stderr[-3000:]
     assert set(job_counts(r3.stdout + r3.stderr)) == {"throughput", "aggregate", "report", "all"}
+
+
+# ------------------------------------------------------------------- results follow the config
+
+def planned_outputs(out: str) -> list[str]:
+    """Every output file of a dry run's jobs."""
+    files = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("output: "):
+            files += [f.strip() for f in line[len("output: "):].split(",")]
+    return files
+
+
+def make_up_to_date(deployment: Path) -> None:
+    """Create every planned output (empty files, one mtime): the workflow then has nothing to do,
+    without running a job."""
+    r = snakemake("-n", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    outs = planned_outputs(r.stdout + r.stderr)
+    assert outs
+    stamp = max(p.stat().st_mtime for p in (deployment / "results").rglob("*.yaml")) + 5
+    for f in outs:
+        p = deployment / f
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+        os.utime(p, (stamp, stamp))
+    r = snakemake("-n", cwd=deployment)
+    assert "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+
+
+def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
+    make_up_to_date(deployment)
+    cfg = default_config()
+    for row in cfg["experiments"]:
+        if row["id"] == "toy_cls_dart":
+            row["overrides"] = {"train.lr": 0.002}
+    (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = snakemake("-n", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    counts = job_counts(out)
+    # the run, its evaluation and its partition pictures; the sweep measures the same model
+    assert counts == {"train": 1, "evaluate": 1, "partitions": 1, "aggregate": 1, "report": 1, "all": 1}, counts
+    assert "runs/toy/toy_cls_dart/seed0/metrics.json" in out
+    tracked = yaml.safe_load((deployment / "results/toy/config/runs/toy_cls_dart/seed0.yaml").read_text())
+    assert tracked["train"]["lr"] == 0.002
+
+    # a scale-wide setting touches every run of the scale (and nothing is counted again)
+    cfg["scales"]["toy"]["train_overrides"] = {"train.epochs": 3}
+    (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    counts = job_counts(snakemake("-n", cwd=deployment).stdout)
+    assert counts["train"] == counts["evaluate"] == 6 and "complexity" not in counts and "toy_data" not in counts
+
+
+def test_a_changed_setting_trains_afresh(tmp_path):
+    """prepare_run.py: a checkpoint trained under other settings is not resumed."""
+    from prepare_run import prepare
+    run = tmp_path / "run"
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train: {lr: 0.001}\n")
+    b.write_text("train: {lr: 0.002}\n")
+    assert prepare(str(run), str(a)) == []
+    (run / "checkpoint_last.pt").write_bytes(b"x")
+    assert prepare(str(run), str(a)) == []  # same settings: resume (an interrupted run)
+    assert (run / "checkpoint_last.pt").exists()
+    (run / "metrics.json").write_text("{}")
+    assert prepare(str(run), str(b)) == ["checkpoint_last.pt", "metrics.json"]
+    assert (run / "run_config.yaml").read_text() == b.read_text()
