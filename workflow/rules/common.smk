@@ -138,6 +138,10 @@ def sweep_outputs():
     return [f"results/{SCALE}/bench/{name}.csv" for name in SWEEPS]
 
 
+def sweep_machine_outputs():
+    return [f"results/{SCALE}/bench/{name}.machine.json" for name in SWEEPS]
+
+
 def partition_outputs():
     if not PARTITIONS:
         return []

@@ -37,6 +37,7 @@ rule aggregate:
         metrics=metrics_outputs(),
         evals=eval_outputs(),
         benches=sweep_outputs(),
+        machine=sweep_machine_outputs(),
     output:
         runs=f"results/{SCALE}/tidy/runs.csv",
         complexity=f"results/{SCALE}/tidy/complexity.csv",
