@@ -317,3 +317,57 @@ def test_a_changed_setting_trains_afresh(tmp_path):
     (run / "metrics.json").write_text("{}")
     assert prepare(str(run), str(b)) == ["checkpoint_last.pt", "metrics.json"]
     assert (run / "run_config.yaml").read_text() == b.read_text()
+
+
+# ---------------------------------------------------------------------------- the smoke scale
+
+def test_smoke_scale_runs_the_paper_jobs(deployment):
+    """`--config scale=smoke` builds the paper scale's DAG: the same rules (plus the fake data
+    generator), the same runs, the same model names; only steps, batches, device and data roots differ."""
+    outs = {}
+    for scale in ("paper", "smoke"):
+        r = snakemake("--config", f"scale={scale}", "-n", "--strict-dag-evaluation", "functions", cwd=deployment)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        outs[scale] = r.stdout + r.stderr
+    paper, smoke = job_counts(outs["paper"]), job_counts(outs["smoke"])
+    assert set(smoke) == set(paper) | {"fake_data"}
+    assert {k: v for k, v in smoke.items() if k != "fake_data"} == paper
+    assert smoke["fake_data"] == paper["check_data"] == 3
+
+    def run_models(scale):
+        folder = deployment / "results" / scale / "config" / "runs"
+        return {p.parent.name: yaml.safe_load(p.read_text()) for p in folder.glob("*/seed0.yaml")}
+    p_runs, s_runs = run_models("paper"), run_models("smoke")
+    assert set(p_runs) == set(s_runs) and len(p_runs) >= 28
+    for eid in p_runs:
+        p, s = p_runs[eid], s_runs[eid]
+        assert s["model"]["name"] == p["model"]["name"] and s["task"] == p["task"]
+        assert s["data"]["img_size"] == p["data"]["img_size"] and s["data"]["kind"] == p["data"]["kind"]
+        assert s["data"]["num_classes"] == p["data"]["num_classes"]
+        assert {k: v for k, v in s["model"]["kwargs"].items() if k != "scorer_pretrained"} == \
+            {k: v for k, v in p["model"]["kwargs"].items() if k != "scorer_pretrained"}
+        assert s["train"]["device"] == "cpu" and s["train"]["max_steps_per_epoch"] == 2
+        assert s["data"]["root"].startswith("data/fake/smoke/")
+    sweeps = {scale: {p.stem: yaml.safe_load(p.read_text())["models"]
+                      for p in (deployment / "results" / scale / "config" / "bench").glob("*.yaml")
+                      if "models" in yaml.safe_load(p.read_text())} for scale in ("paper", "smoke")}
+    assert sweeps["paper"] == sweeps["smoke"]
+    assert "reports/paper_tables_smoke.html" in outs["smoke"]
+
+
+@pytest.mark.smoke_scale
+def test_smoke_scale_end_to_end(tmp_path):
+    """The whole smoke scale from a clean folder (about 20 minutes on 2 cores; `pytest -m smoke_scale`)."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    r = snakemake("--cores", "2", "--config", "scale=smoke", cwd=tmp_path, timeout=3600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    html = (tmp_path / "reports" / "paper_tables_smoke.html").read_text()
+    from test_report import parse
+    page = parse(html)
+    tables = {t["id"]: t["rows"] for t in page.tables if t["id"]}
+    assert 'id="smoke-banner"' in html
+    top1 = [r[-1] for r in tables["table-main"][2:]]
+    assert any(c.startswith("smoke: not a result") for c in top1)
+    assert not any(c.startswith(("matches", "differs")) for c in top1)
+    assert len(tables["runs-table"]) - 1 == len(plan.trained({**default_config(), "scale": "smoke"}))
+    assert not (tmp_path / "reports" / "paper_tables.html").exists()
