@@ -186,16 +186,20 @@ def rule_times(paths) -> list[dict]:
         if "s" not in df or not len(df):
             continue
         rule = p.parent.name if p.parent.name != "benchmarks" else p.stem
-        rec = per_rule.setdefault(rule, {"rule": rule, "jobs": 0, "wall_s": 0.0, "max_s": 0.0, "max_rss_mib": 0.0})
+        rec = per_rule.setdefault(rule, {"rule": rule, "jobs": 0, "wall_s": 0.0, "max_s": 0.0, "max_rss_mib": 0.0,
+                                         "cpu_s": 0.0})
         wall = float(df["s"].iloc[-1])
         rec["jobs"] += 1
         rec["wall_s"] += wall
+        if "cpu_time" in df and not math.isnan(_f(df["cpu_time"].iloc[-1])):
+            rec["cpu_s"] += _f(df["cpu_time"].iloc[-1])
         rec["max_s"] = max(rec["max_s"], wall)
         if "max_rss" in df and not math.isnan(_f(df["max_rss"].iloc[-1])):
             rec["max_rss_mib"] = max(rec["max_rss_mib"], _f(df["max_rss"].iloc[-1]))
     rows = sorted(per_rule.values(), key=lambda r: -r["wall_s"])
     total = sum(r["wall_s"] for r in rows)
     return [{"rule": r["rule"], "jobs": r["jobs"], "wall_s": fmt(r["wall_s"], 1), "max_s": fmt(r["max_s"], 1),
+             "cpu_s": fmt(r["cpu_s"], 1),
              "share": f"{100 * r['wall_s'] / total:.0f}%" if total else "", "max_rss_mib": fmt(r["max_rss_mib"], 0)}
             for r in rows]
 
