@@ -206,7 +206,8 @@ def test_end_to_end_miniature(tmp_path):
     cfg = mini_config()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    r = snakemake("--cores", "2", "all", cwd=tmp_path, timeout=600)
+    # generous: on a shared 2-core machine (load ~15) this miniature took 15 minutes
+    r = snakemake("--cores", "2", "all", cwd=tmp_path, timeout=1800)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     counts = job_counts(r.stdout + r.stderr)
     assert counts["train"] == 2 and counts["complexity"] == 1 and counts["report"] == 1
@@ -258,7 +259,7 @@ def test_end_to_end_miniature(tmp_path):
     # a changed training setting retrains that run afresh (not resumed from the old checkpoint)
     cfg["experiments"][-1]["overrides"] = {"train.lr": 0.002}
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    r4 = snakemake("--cores", "2", "runs/toy/mini_dart/seed0/metrics.json", cwd=tmp_path, timeout=600)
+    r4 = snakemake("--cores", "2", "runs/toy/mini_dart/seed0/metrics.json", cwd=tmp_path, timeout=1200)
     assert r4.returncode == 0, r4.stderr[-3000:]
     log = (tmp_path / "results/logs/toy/train/mini_dart_seed0.log").read_text()
     # (Snakemake removes the old metrics.json itself before the job)
