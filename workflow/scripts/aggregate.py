@@ -252,28 +252,6 @@ def _ours(complexity: pd.DataFrame, model: str, metric: str, kwargs: str = "") -
     return float(hit.iloc[0][metric]) if len(hit) else math.nan
 
 
-def speed_ratio(throughput: pd.DataFrame, a: str, b: str) -> tuple[float, float]:
-    """images/s of a over b at the largest batch size where both ran (ok), and that batch size."""
-    if throughput.empty:
-        return math.nan, math.nan
-    t = throughput[(throughput["status"] == "ok") & (throughput["mode"] == "infer")]
-    ta = t[t["model"] == a].groupby("batch_size")["images_per_s"].mean()
-    tb = t[t["model"] == b].groupby("batch_size")["images_per_s"].mean()
-    common = sorted(set(ta.index) & set(tb.index))
-    if not common:
-        return math.nan, math.nan
-    bs = common[-1]
-    return float(ta[bs] / tb[bs]), float(bs)
-
-
-def _device(throughput: pd.DataFrame, model: str) -> str:
-    rows = throughput[throughput["model"] == model]
-    for col in ("device", "device_type"):
-        if col in rows.columns and rows[col].notna().any():
-            return str(rows[col].dropna().iloc[0])
-    return "this machine"
-
-
 def _per_round(row) -> list[float]:
     text = row.get("images_per_s_per_round") if hasattr(row, "get") else None
     vals = [_num(v) for v in str(text).split(";")] if isinstance(text, str) and text else []
