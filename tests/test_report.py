@@ -140,18 +140,26 @@ def test_aggregate_and_report(tmp_path):
                                 groups=groups, scale="toy", tolerance=TOL, outdir=str(out))
     cmp_ = pd.read_csv(paths["comparison"])
     row = cmp_[(cmp_["model"] == "dart_deit_small_patch16_224_392") & (cmp_["table"] == "main")]
-    v = dict(zip(row["metric"], row["verdict"]))
-    assert v == {"params_m": "matches", "gmacs": "matches", "patches": "matches", "top1": "not run at this scale"}
+    v = dict(zip(row["metric"], row["verdict"].fillna("")))
+    # token counts are fixed by the model name: shown, no verdict
+    assert v == {"params_m": "matches", "gmacs": "matches", "patches": "", "top1": "not run at this scale"}
+    ev = dict(zip(row["metric"], row["evidence"]))
+    assert ev == {"params_m": "counted from code", "gmacs": "counted from code", "patches": "fixed by the model name",
+                  "top1": "published only"}
     # the scorer ablation row is joined on its model_kwargs
     mn = cmp_[(cmp_["table"] == "scorer_ablation") & (cmp_["model_kwargs"] == "scorer=mnasnet")]
-    assert set(mn["verdict"]) == {"matches", "not run at this scale"}
+    assert set(mn["verdict"].fillna("")) == {"matches", "not run at this scale", ""}
     # methods of other authors are not built; models we did not count are not measured
     assert "not built" in set(cmp_["verdict"])
     assert "not measured" in set(cmp_["verdict"])
     claims = pd.read_csv(paths["claims"])
-    speed = claims.iloc[0]
-    assert speed["ours"] == pytest.approx(2.0)  # the largest batch both ran: 10 / 5
-    assert speed["verdict"] == "matches"
+    speed = claims[claims["quantity"].str.startswith("throughput ratio")]
+    # one row per batch size; the paper gives no number ("nearly twice"); a CPU gives no verdict
+    assert list(speed["ours"]) == [pytest.approx(9 / 4), pytest.approx(10 / 5)]
+    assert speed["published"].isna().all() and speed["verdict"].isna().all()
+    assert set(speed["evidence"]) == {"measured here"}
+    assert speed["detail"].str.contains("FLOP bound 1.74x").all()
+    assert claims.iloc[0]["quantity"].startswith("throughput ratio")  # the headline leads
     cut = claims[claims["claim"].str.startswith("deit_small: DART at 392")].iloc[0]
     assert cut["published"] == pytest.approx(100 * (1 - 10.1 / 15.5))
     assert cut["ours"] == pytest.approx(100 * (1 - 10.10 / 15.49))
@@ -175,10 +183,20 @@ def test_aggregate_and_report(tmp_path):
     main = tables["table-main"]["rows"]
     assert main[0][0] == "Row" and len(main) == 2 + 19
     hit = [r for r in main if "392 tokens" in r[0] and "DART" in r[0] and "deit_small" in r[0]][0]
-    # paper / ours / delta / verdict for params, tokens, GFLOPs, top-1
-    assert hit[2:6] == ["24", "24.10", "+0.10", "matches"]
-    assert hit[-1] == "not run at this scale"
-    assert sum(counts.values()) == len(cmp_) + len(claims) - int((claims["verdict"].isna()).sum())
+    # paper / ours / verdict (delta) + evidence for params, GFLOPs, top-1; paper / ours for tokens
+    assert hit[2:4] == ["24", "24.10"] and hit[4] == "matches (+0.10)counted"
+    assert hit[5:7] == ["392", "392"]
+    assert hit[-1] == "not run at this scale" + "published only"
+    assert len(main[1]) == 3 + 2 + 3 + 3
+    with_verdict = int((cmp_["verdict"].fillna("") != "").sum()) + int((claims["verdict"].fillna("") != "").sum())
+    assert sum(counts.values()) == with_verdict
+    evidence = {r[0]: r for r in tables["evidence-counts"]["rows"][1:]}
+    assert set(evidence) >= {"counted from code", "published only"}
+    assert "measured here" not in evidence  # the CPU speed rows have no verdict
+    words = " ".join(r for r in html.split('id="summary-words"')[1].split("</ul>")[0].split("<li>"))
+    assert "Top-1: 0 of 31 published cells reproduced" in words and "no verdict" in words
+    assert html.index('id="claims"') < html.index('id="summary"') < html.index('id="paper-tables"')
+    assert '<details id="config-dump">' in html
     shown = {s: int(s_) for s, s_ in [(c.split(":")[0].strip(), c.split(":")[1].strip())
                                        for c in [t for t in html.split("data-verdict=")[1:]]
                                        for c in [c.split(">", 1)[1].split("</span>")[0].replace("<strong>", "")
@@ -211,3 +229,49 @@ def test_config_rows_cover_every_published_model():
     # every paper training row names a packaged recipe
     for eid in plan.trained({**cfg, "scale": "paper"}):
         assert Path(plan.train_config_path(rows[eid]["train"], ROOT)).is_file()
+
+
+def test_smoke_cells_are_not_results_and_gpu_speed_gets_a_verdict(tmp_path):
+    experiments, groups, metrics, evals, benches = _synthetic(tmp_path)
+    # the smoke scale trains the paper rows: a "trained" DART DeiT-S-392 top-1 is not a result
+    ev = tmp_path / "results" / "smoke" / "eval" / "dart_deit_small_392" / "seed0.json"
+    ev.parent.mkdir(parents=True)
+    ev.write_text(json.dumps({"top1": 0.0}))
+    m = tmp_path / "runs" / "smoke" / "dart_deit_small_392" / "seed0" / "metrics.json"
+    m.parent.mkdir(parents=True)
+    m.write_text(json.dumps({"task": "classification", "top1": 0.0, "seed": 0}))
+    gpu = pd.read_csv(benches[0]).assign(device_type="cuda", device="NVIDIA H100",
+                                         images_per_s_per_round=["9;8", "4;4", "10;11", "5;5"])
+    gpu.to_csv(benches[0], index=False)
+    paths = aggregate.aggregate(published=str(PUBLISHED), complexity=[str(tmp_path / "complexity" / "deit.csv")],
+                                metrics=[str(m)], evals=[str(ev)], benches=benches, experiments=experiments,
+                                groups=groups, scale="smoke", rows_scale="paper", smoke=True, tolerance=TOL,
+                                outdir=str(tmp_path / "tidy"))
+    cmp_ = pd.read_csv(paths["comparison"])
+    cell = cmp_[(cmp_["model"] == "dart_deit_small_patch16_224_392") & (cmp_["metric"] == "top1")].iloc[0]
+    assert cell["verdict"] == "smoke: not a result" and cell["evidence"] == "smoke run"
+    claims = pd.read_csv(paths["claims"])
+    assert set(claims.loc[claims["quantity"].str.startswith("throughput"), "verdict"]) == {"smoke: not a result"}
+
+    # the same sweep, not smoke: measured on a GPU, per batch size, median and spread over rounds
+    paths = aggregate.aggregate(published=str(PUBLISHED), complexity=[str(tmp_path / "complexity" / "deit.csv")],
+                                metrics=[], evals=[], benches=benches, experiments=experiments, groups=groups,
+                                scale="paper", tolerance=TOL, outdir=str(tmp_path / "tidy2"))
+    claims = pd.read_csv(paths["claims"])
+    speed = claims[claims["quantity"].str.startswith("throughput")]
+    assert list(speed["ours"]) == [pytest.approx((9 / 4 + 8 / 4) / 2), pytest.approx((10 / 5 + 11 / 5) / 2)]
+    assert list(speed["spread"]) == ["2.00-2.25 over 2 round(s)", "2.00-2.20 over 2 round(s)"]
+    assert list(speed["verdict"]) == ["matches", "matches"] and set(speed["evidence"]) == {"measured here"}
+
+
+def test_tokenizer_overhead_is_compared_apart_from_the_totals():
+    pub = aggregate.read_published(str(PUBLISHED))
+    main = pub[pub["table"] == "main"]
+    comp = pd.DataFrame({"model": ["deit_tiny_patch16_224", "dart_deit_tiny_patch16_224"], "model_kwargs": ["", ""],
+                         "params_m": [5.72, 6.30], "gmacs": [1.254, 1.302], "gmacs_paper": [1.254, 1.302]})
+    rows = {r["claim"]: r for r in aggregate.tokenizer_overhead_rows(main, comp, TOL)}
+    r = rows["deit_tiny: the DART tokenizer's GMACs over the grid model"]
+    # the totals match within 5% (1.302 vs 1.32), the overhead does not (0.048 vs 0.06)
+    assert r["published"] == pytest.approx(0.06) and r["ours"] == pytest.approx(0.048)
+    assert r["verdict"] == "differs" and r["evidence"] == "counted from code"
+    assert aggregate.verdict("gmacs", 1.32, 1.302, TOL)[1] == "matches"

@@ -96,8 +96,50 @@ def test_dry_run_paper_scale_with_slurm_profile(deployment):
     assert "slurm_partition" not in out and "slurm_account" not in out
     bench = [b for b in out.split("\n\n") if "rule throughput:" in b]
     assert bench and all("slurm_extra=--exclusive" in b and "gpu=1" in b for b in bench)
-    # long-sequence rows start from their 196-token run
-    assert "model.init_checkpoint=runs/paper/dart_deit_small/seed0/checkpoint_last.pt" in out
+    # long-sequence rows start from their 196-token run: the run's tracked config says so
+    run_cfg = yaml.safe_load((deployment / "results" / "paper" / "config" / "runs" / "dart_deit_small_392"
+                              / "seed0.yaml").read_text())
+    assert run_cfg["model"]["init_checkpoint"] == "runs/paper/dart_deit_small/seed0/checkpoint_last.pt"
+    assert run_cfg["model"]["name"] == "dart_deit_small_patch16_224_392" and run_cfg["train"]["epochs"] == 30
+    assert "--config results/paper/config/runs/dart_deit_small_392/seed0.yaml" in out
+    # a paper run has its own report: it never overwrites the toy one
+    assert "reports/paper_tables_paper.html" in out and "reports/paper_tables.html" not in out
+
+
+def test_paper_dag_is_unambiguous_under_strict_evaluation(deployment):
+    """results/paper/bench/tokenizer_split.csv is tokenizer_bench's alone (the sweep wildcard
+    matches only configured sweeps), so input functions never see an unknown sweep."""
+    r = snakemake("--config", "scale=paper", "--strict-dag-evaluation", "functions", "-n", cwd=deployment)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    out = r.stdout + r.stderr
+    assert "InputFunctionException" not in out and "AmbiguousRuleException" not in out
+    assert job_counts(out)["tokenizer_bench"] == 1
+
+
+def test_root_snakefile_runs_the_card_commands():
+    """`snakemake -n all` and `snakemake -n reports/paper_tables.html` from the repository root:
+    the root Snakefile includes workflow/Snakefile, `all` stays the default target and the default
+    profile is found through profiles/."""
+    for target in ([], ["all"], ["reports/paper_tables.html"]):
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", *target], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-3000:]
+        assert "profiles/default" in out and f"Snakefile: {ROOT / 'Snakefile'}" in out
+        counts = job_counts(out)
+        if "Nothing to be done" not in out:
+            assert counts.get("report", 0) == 1 and ("all" in counts) == (target != ["reports/paper_tables.html"])
+
+
+def test_config_typo_and_nested_override_errors_are_short(deployment):
+    r = snakemake("--config", "scal=paper", "-n", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "config key scal is unknown (known here: " in out
+    assert "$defs" not in out  # not the whole schema
+    r = snakemake("--config", "tolerance={top1: 0}", "-n", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "config key tolerance.top1: '0' is not of type 'number'" in out
+    assert "--configfile" in out
 
 
 def test_lint():
@@ -164,7 +206,8 @@ def test_end_to_end_miniature(tmp_path):
     cfg = mini_config()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    r = snakemake("--cores", "2", "all", cwd=tmp_path, timeout=600)
+    # generous: on a shared 2-core machine (load ~15) this miniature took 15 minutes
+    r = snakemake("--cores", "2", "all", cwd=tmp_path, timeout=1800)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     counts = job_counts(r.stdout + r.stderr)
     assert counts["train"] == 2 and counts["complexity"] == 1 and counts["report"] == 1
@@ -181,14 +224,20 @@ def test_end_to_end_miniature(tmp_path):
     header, rows = main[1], main[2:]
     assert len(rows) == 19
     deit_ti = [r for r in rows if r[1] == "deit_tiny_patch16_224"][0]
-    cells = dict(zip(["params", "tokens", "gmacs", "top1"], [deit_ti[i:i + 4] for i in range(2, 18, 4)]))
-    assert cells["params"][0] == "6" and cells["params"][3] == "matches"
-    assert cells["tokens"][1] == "196" and cells["tokens"][3] == "matches"
-    assert cells["gmacs"][3] == "matches"
-    assert cells["top1"][1] == "" and cells["top1"][3] == "not run at this scale"
+    # paper / ours / verdict (delta) + evidence; tokens: paper / ours, no verdict
+    cells = {"params": deit_ti[2:5], "tokens": deit_ti[5:7], "gmacs": deit_ti[7:10], "top1": deit_ti[10:13]}
+    assert cells["params"][0] == "6" and cells["params"][2].startswith("matches") and \
+        cells["params"][2].endswith("counted")
+    assert cells["tokens"] == ["196", "196"]
+    assert cells["gmacs"][2].startswith("matches")
+    assert cells["top1"][1] == "" and cells["top1"][2] == "not run at this scale" + "published only"
     scorer = tables["table-scorer_ablation"]
     mn = [r for r in scorer[2:] if "scorer=mnasnet" in r[1]][0]
-    assert mn[5] == "matches"  # params of the MnasNet-scored DART DeiT-Ti
+    assert mn[4].startswith("matches")  # params of the MnasNet-scored DART DeiT-Ti
+    # wall time per rule, from the benchmark files of this run
+    times = {r[0]: r for r in tables["rule-times"][1:]}
+    assert {"train", "evaluate", "complexity", "throughput", "aggregate"} <= set(times)
+    assert times["train"][1] == "2"
     runs = tables["runs-table"][1:]
     assert {r[0] for r in runs} == {"mini_grid", "mini_dart"} and {r[1] for r in runs} == {"0"}
     assert "verdict-counts" in html and "Provenance" in html and "mini_dart" in html
@@ -206,3 +255,137 @@ def test_end_to_end_miniature(tmp_path):
     r3 = snakemake("-n", cwd=tmp_path, timeout=120)
     assert r3.returncode == 0, r3.stderr[-3000:]
     assert set(job_counts(r3.stdout + r3.stderr)) == {"throughput", "aggregate", "report", "all"}
+
+    # a changed training setting retrains that run afresh (not resumed from the old checkpoint)
+    cfg["experiments"][-1]["overrides"] = {"train.lr": 0.002}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r4 = snakemake("--cores", "2", "runs/toy/mini_dart/seed0/metrics.json", cwd=tmp_path, timeout=1200)
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    log = (tmp_path / "results/logs/toy/train/mini_dart_seed0.log").read_text()
+    # (Snakemake removes the old metrics.json itself before the job)
+    assert "removed checkpoint_last.pt" in log and "training afresh" in log
+    run_cfg = yaml.safe_load((tmp_path / "runs/toy/mini_dart/seed0/run_config.yaml").read_text())
+    assert run_cfg["train"]["lr"] == 0.002
+
+
+# ------------------------------------------------------------------- results follow the config
+
+def planned_outputs(out: str) -> list[str]:
+    """Every output file of a dry run's jobs."""
+    files = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("output: "):
+            files += [f.strip() for f in line[len("output: "):].split(",")]
+    return files
+
+
+def make_up_to_date(deployment: Path) -> None:
+    """Create every planned output (empty files, one mtime): the workflow then has nothing to do,
+    without running a job."""
+    r = snakemake("-n", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    outs = planned_outputs(r.stdout + r.stderr)
+    assert outs
+    stamp = max(p.stat().st_mtime for p in (deployment / "results").rglob("*.yaml")) + 5
+    for f in outs:
+        p = deployment / f
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+        os.utime(p, (stamp, stamp))
+    r = snakemake("-n", cwd=deployment)
+    assert "Nothing to be done" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+
+
+def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
+    make_up_to_date(deployment)
+    cfg = default_config()
+    for row in cfg["experiments"]:
+        if row["id"] == "toy_cls_dart":
+            row["overrides"] = {"train.lr": 0.002}
+    (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = snakemake("-n", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    counts = job_counts(out)
+    # the run, its evaluation and its partition pictures; the sweep measures the same model
+    assert counts == {"train": 1, "evaluate": 1, "partitions": 1, "aggregate": 1, "report": 1, "all": 1}, counts
+    assert "runs/toy/toy_cls_dart/seed0/metrics.json" in out
+    tracked = yaml.safe_load((deployment / "results/toy/config/runs/toy_cls_dart/seed0.yaml").read_text())
+    assert tracked["train"]["lr"] == 0.002
+
+    # a scale-wide setting touches every run of the scale (and nothing is counted again)
+    cfg["scales"]["toy"]["train_overrides"] = {"train.epochs": 3}
+    (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    counts = job_counts(snakemake("-n", cwd=deployment).stdout)
+    assert counts["train"] == counts["evaluate"] == 6 and "complexity" not in counts and "toy_data" not in counts
+
+
+def test_a_changed_setting_trains_afresh(tmp_path):
+    """prepare_run.py: a checkpoint trained under other settings is not resumed."""
+    from prepare_run import prepare
+    run = tmp_path / "run"
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train: {lr: 0.001}\n")
+    b.write_text("train: {lr: 0.002}\n")
+    assert prepare(str(run), str(a)) == []
+    (run / "checkpoint_last.pt").write_bytes(b"x")
+    assert prepare(str(run), str(a)) == []  # same settings: resume (an interrupted run)
+    assert (run / "checkpoint_last.pt").exists()
+    (run / "metrics.json").write_text("{}")
+    assert prepare(str(run), str(b)) == ["checkpoint_last.pt", "metrics.json"]
+    assert (run / "run_config.yaml").read_text() == b.read_text()
+
+
+# ---------------------------------------------------------------------------- the smoke scale
+
+def test_smoke_scale_runs_the_paper_jobs(deployment):
+    """`--config scale=smoke` builds the paper scale's DAG: the same rules (plus the fake data
+    generator), the same runs, the same model names; only steps, batches, device and data roots differ."""
+    outs = {}
+    for scale in ("paper", "smoke"):
+        r = snakemake("--config", f"scale={scale}", "-n", "--strict-dag-evaluation", "functions", cwd=deployment)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        outs[scale] = r.stdout + r.stderr
+    paper, smoke = job_counts(outs["paper"]), job_counts(outs["smoke"])
+    assert set(smoke) == set(paper) | {"fake_data"}
+    assert {k: v for k, v in smoke.items() if k != "fake_data"} == paper
+    assert smoke["fake_data"] == paper["check_data"] == 3
+
+    def run_models(scale):
+        folder = deployment / "results" / scale / "config" / "runs"
+        return {p.parent.name: yaml.safe_load(p.read_text()) for p in folder.glob("*/seed0.yaml")}
+    p_runs, s_runs = run_models("paper"), run_models("smoke")
+    assert set(p_runs) == set(s_runs) and len(p_runs) >= 28
+    for eid in p_runs:
+        p, s = p_runs[eid], s_runs[eid]
+        assert s["model"]["name"] == p["model"]["name"] and s["task"] == p["task"]
+        assert s["data"]["img_size"] == p["data"]["img_size"] and s["data"]["kind"] == p["data"]["kind"]
+        assert s["data"]["num_classes"] == p["data"]["num_classes"]
+        assert {k: v for k, v in s["model"]["kwargs"].items() if k != "scorer_pretrained"} == \
+            {k: v for k, v in p["model"]["kwargs"].items() if k != "scorer_pretrained"}
+        assert s["train"]["device"] == "cpu" and s["train"]["max_steps_per_epoch"] == 2
+        assert s["data"]["root"].startswith("data/fake/smoke/")
+    sweeps = {scale: {p.stem: yaml.safe_load(p.read_text())["models"]
+                      for p in (deployment / "results" / scale / "config" / "bench").glob("*.yaml")
+                      if "models" in yaml.safe_load(p.read_text())} for scale in ("paper", "smoke")}
+    assert sweeps["paper"] == sweeps["smoke"]
+    assert "reports/paper_tables_smoke.html" in outs["smoke"]
+
+
+@pytest.mark.smoke_scale
+def test_smoke_scale_end_to_end(tmp_path):
+    """The whole smoke scale from a clean folder (about 20 minutes on 2 cores; `pytest -m smoke_scale`)."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    r = snakemake("--cores", "2", "--config", "scale=smoke", cwd=tmp_path, timeout=3600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    html = (tmp_path / "reports" / "paper_tables_smoke.html").read_text()
+    from test_report import parse
+    page = parse(html)
+    tables = {t["id"]: t["rows"] for t in page.tables if t["id"]}
+    assert 'id="smoke-banner"' in html
+    top1 = [r[-1] for r in tables["table-main"][2:]]
+    assert any(c.startswith("smoke: not a result") for c in top1)
+    assert not any(c.startswith(("matches", "differs")) for c in top1)
+    assert len(tables["runs-table"]) - 1 == len(plan.trained({**default_config(), "scale": "smoke"}))
+    assert not (tmp_path / "reports" / "paper_tables.html").exists()

@@ -4,11 +4,13 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+# workflow/ itself, whichever Snakefile was given (the root one includes workflow/Snakefile)
+WORKFLOW_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent
+sys.path.insert(0, str(WORKFLOW_DIR / "scripts"))
 
 import plan  # noqa: E402
 
-REPO = Path(workflow.basedir).parent
+REPO = WORKFLOW_DIR.parent
 
 try:
     SCALE = config["scale"]
@@ -25,11 +27,13 @@ except plan.PlanError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 PUBLISHED = plan.resolve_file(config["published"], REPO)
+SMOKE = bool(SETTINGS.get("smoke", False))
 PARTITIONS = SETTINGS.get("partitions") or None
 TOKENIZER_BENCH = bool(SETTINGS.get("tokenizer_bench", False))
 DATASETS = {ds: plan.dataset_entry(config, ds) for ds in plan.datasets_needed(config)}
 TOY_DATASETS = {ds: e for ds, e in DATASETS.items() if e.get("toy") is not None}
-REAL_DATASETS = {ds: e for ds, e in DATASETS.items() if e.get("toy") is None}
+FAKE_DATASETS = {ds: e for ds, e in DATASETS.items() if e.get("fake") is not None}
+REAL_DATASETS = {ds: e for ds, e in DATASETS.items() if e.get("toy") is None}  # checked (fake ones too)
 
 
 wildcard_constraints:
@@ -38,6 +42,51 @@ wildcard_constraints:
     sweep="[a-z0-9][a-z0-9_]*",
     family="[a-z0-9][a-z0-9_]*",
     ds="[a-z0-9][a-z0-9_]*",
+
+
+# ------------------------------------------------------------------- settings Snakemake tracks
+# Every setting that changes a result is written to a file under results/<scale>/config/ that the
+# jobs reading it take as input. A file is rewritten only when its content changes (also by a dry
+# run), so its mtime moves exactly then and Snakemake reruns exactly the jobs it feeds.
+
+
+def tracked(name, obj):
+    return plan.write_if_changed(f"results/{SCALE}/config/{name}.yaml", plan.dump_yaml(obj))
+
+
+def _init_checkpoint(eid, seed):
+    src = EXPERIMENTS[eid]["finetune_from"]
+    return f"{plan.run_dir(config, src, seed)}/checkpoint_last.pt" if src else None
+
+
+try:
+    RUN_CONFIGS = {
+        (eid, seed): tracked(f"runs/{eid}/seed{seed}",
+                             plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO))
+        for eid in TRAINED for seed in SEEDS
+    }
+except (plan.PlanError, ValueError) as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+
+
+def run_config(wildcards):
+    return RUN_CONFIGS[(wildcards.exp, int(wildcards.seed))]
+
+
+def data_settings(wildcards):
+    return tracked(f"data/{wildcards.ds}", DATASETS[wildcards.ds])
+
+
+def complexity_settings(wildcards):
+    rows = {e: {k: EXPERIMENTS[e][k] for k in ("model", "model_kwargs")} for e in COMPLEXITY_GROUPS[wildcards.family]}
+    return plan.write_if_changed(f"results/config/complexity/{wildcards.family}.yaml", plan.dump_yaml(rows))
+
+
+def sweep_settings(wildcards):
+    sweep = dict(SWEEPS[wildcards.sweep])
+    sweep["model_specs"] = plan.sweep_models(config, wildcards.sweep, TRAIN_CONFIGS, REPO)
+    sweep["device"] = SETTINGS.get("device", "auto")
+    return tracked(f"bench/{wildcards.sweep}", sweep)
 
 
 def data_ready(eid):
@@ -57,11 +106,9 @@ def finetune_input(wildcards):
     return [run_metrics(src, wildcards.seed)] if src else []
 
 
-def train_overrides(wildcards, threads, finetune=True):
-    src = EXPERIMENTS[wildcards.exp]["finetune_from"] if finetune else None
-    init = f"{plan.run_dir(config, src, wildcards.seed)}/checkpoint_last.pt" if src else None
-    return plan.shell_join(plan.train_overrides(config, wildcards.exp, int(wildcards.seed),
-                                                threads=threads, init_checkpoint=init))
+def thread_override(threads):
+    """CPU runs use as many torch threads as the job holds (not part of the tracked config)."""
+    return f"train.threads={threads}" if not gpus() else ""
 
 
 def gpus():
@@ -91,6 +138,10 @@ def sweep_outputs():
     return [f"results/{SCALE}/bench/{name}.csv" for name in SWEEPS]
 
 
+def sweep_machine_outputs():
+    return [f"results/{SCALE}/bench/{name}.machine.json" for name in SWEEPS]
+
+
 def partition_outputs():
     if not PARTITIONS:
         return []
@@ -99,3 +150,24 @@ def partition_outputs():
 
 def tokenizer_bench_outputs():
     return [f"results/{SCALE}/bench/tokenizer_split.csv"] if TOKENIZER_BENCH else []
+
+
+# The report of the default scale is reports/paper_tables.html (the README's and the card's);
+# another scale's has its own file, so a paper or smoke run never overwrites the toy report.
+REPORT = plan.report_path(SCALE)
+AGGREGATE_SETTINGS = {"experiments": EXPERIMENTS, "groups": COMPLEXITY_GROUPS, "scale": SCALE,
+                      "rows_scale": plan.rows_scale(config), "smoke": SMOKE, "tolerance": config["tolerance"]}
+
+
+def benchmark_outputs(wildcards):
+    """The `benchmark:` files of the jobs the report covers (wall time per rule in the report)."""
+    out = [f"results/{SCALE}/benchmarks/aggregate.tsv"]
+    out += [f"results/{SCALE}/benchmarks/train/{e}_seed{s}.tsv" for e in TRAINED for s in SEEDS]
+    out += [f"results/{SCALE}/benchmarks/evaluate/{e}_seed{s}.tsv" for e in TRAINED for s in SEEDS]
+    out += [f"results/benchmarks/complexity/{f}.tsv" for f in COMPLEXITY_GROUPS]
+    out += [f"results/{SCALE}/benchmarks/throughput/{s}.tsv" for s in SWEEPS]
+    if PARTITIONS:
+        out.append(f"results/{SCALE}/benchmarks/partitions/{PARTITIONS['experiment']}.tsv")
+    if TOKENIZER_BENCH:
+        out.append(f"results/{SCALE}/benchmarks/tokenizer_bench.tsv")
+    return out

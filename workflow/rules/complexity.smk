@@ -4,6 +4,8 @@
 
 
 rule complexity:
+    input:
+        settings=complexity_settings,
     output:
         "results/complexity/{family}.csv",
     params:
@@ -12,6 +14,8 @@ rule complexity:
         ),
     log:
         "results/logs/complexity/{family}.log",
+    benchmark:
+        "results/benchmarks/complexity/{family}.tsv"
     threads: 1
     resources:
         mem_mb=8000,

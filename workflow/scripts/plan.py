@@ -58,10 +58,16 @@ def experiments(config: dict) -> dict[str, dict]:
     return out
 
 
+def rows_scale(config: dict) -> str:
+    """Whose experiment rows the selected scale trains: its own, or another scale's (`rows:`; the
+    smoke scale trains the paper's rows, a few steps each)."""
+    return scale_settings(config).get("rows") or config["scale"]
+
+
 def trained(config: dict) -> list[str]:
     """Ids trained (and evaluated) at the selected scale, in table order."""
-    return [eid for eid, row in experiments(config).items()
-            if row["scale"] == config["scale"] and row["train"]]
+    rows = rows_scale(config)
+    return [eid for eid, row in experiments(config).items() if row["scale"] == rows and row["train"]]
 
 
 def counted(config: dict) -> list[str]:
@@ -108,7 +114,7 @@ def check_datasets(config: dict) -> None:
             raise PlanError(
                 f"config key scales.{config['scale']}.datasets.{ds} is missing: experiments of scale "
                 f"{config['scale']!r} read dataset {ds!r}; add it to your config file")
-        if entry.get("toy") is None and not entry.get("root"):
+        if entry.get("toy") is None and entry.get("fake") is None and not entry.get("root"):
             raise PlanError(
                 f"config key scales.{config['scale']}.datasets.{ds}.root is missing (null or empty): "
                 f"set it to the folder holding {ds} (e.g. --config "
@@ -121,9 +127,18 @@ def dataset_entry(config: dict, ds: str) -> dict:
 
 
 def data_root(config: dict, ds: str) -> str:
-    """A dataset's folder: toy data are generated into data/toy/<dataset key>."""
+    """A dataset's folder: toy data are generated into data/toy/<dataset key>, fake data (the
+    smoke scale) into data/fake/<scale>/<dataset key>."""
     entry = dataset_entry(config, ds)
-    return os.path.join("data", "toy", ds) if entry.get("toy") is not None else entry["root"]
+    if entry.get("toy") is not None:
+        return os.path.join("data", "toy", ds)
+    if entry.get("fake") is not None:
+        return fake_root(config, ds)
+    return entry["root"]
+
+
+def fake_root(config: dict, ds: str) -> str:
+    return os.path.join("data", "fake", config["scale"], ds)
 
 
 def toy_set_args(entry: dict) -> str:
@@ -172,9 +187,70 @@ def train_overrides(config: dict, eid: str, seed: int, threads: int | None = Non
     return [f"{k}={yaml_value(v)}" for k, v in over.items()]
 
 
+KWARG_PREFIX = "model.kwargs."
+
+
+def run_config(config: dict, eid: str, seed: int, init_checkpoint: str | None = None,
+               repo_root: Path | None = None) -> dict:
+    """The full engine config of one run, as `dart.train` resolves it (packaged defaults <- the
+    training config <- the scale's and the row's overrides <- the scale's `final_overrides`),
+    with the run folder as output_dir. Everything that changes a result is in it; the thread
+    count (set per job) is not. A `final_overrides` key `model.kwargs.K` replaces K only in runs
+    whose model takes K (a grid model has no scorer to configure)."""
+    eng = engine_config(repo_root)
+    row = experiments(config)[eid]
+    over = train_overrides(config, eid, seed, threads=None, init_checkpoint=init_checkpoint)
+    over.append(f"output_dir={run_dir(config, eid, seed)}")
+    over.append(f"name={eid}")
+    path = train_config_path(row["train"], repo_root)
+    cfg = eng.load_config(path, over)
+    final = scale_settings(config).get("final_overrides") or {}
+    kwargs = cfg["model"].get("kwargs") or {}
+    late = [f"{k}={yaml_value(v)}" for k, v in final.items()
+            if not k.startswith(KWARG_PREFIX) or k[len(KWARG_PREFIX):] in kwargs]
+    if late:
+        cfg = eng.load_config(path, over + late)
+    return cfg
+
+
+def dump_yaml(obj) -> str:
+    """Block-style YAML with every repeated value written out (no `&id001` / `*id001` aliases)."""
+    import yaml
+
+    class NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data):
+            return True
+
+    return yaml.dump(obj, Dumper=NoAliases, sort_keys=False, width=100)
+
+
+def write_if_changed(path: str, text: str) -> str:
+    """Write `text` to `path` only when the file's content differs (atomically), so the file's
+    mtime moves exactly when its content does and Snakemake reruns what reads it."""
+    p = Path(path)
+    try:
+        if p.read_text(encoding="utf-8") == text:
+            return path
+    except OSError:
+        pass
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, p)
+    return path
+
+
 def complexity_spec(row: dict) -> str:
     """`NAME[:k=v,...]` as `python -m bench.complexity` reads one model."""
     return row["model"] + (f":{row['model_kwargs']}" if row["model_kwargs"] else "")
+
+
+DEFAULT_SCALE = "toy"
+
+
+def report_path(scale: str) -> str:
+    """reports/paper_tables.html for the default scale, reports/paper_tables_<scale>.html otherwise."""
+    return "reports/paper_tables.html" if scale == DEFAULT_SCALE else f"reports/paper_tables_{scale}.html"
 
 
 def run_dir(config: dict, eid: str, seed: int) -> str:
@@ -189,9 +265,23 @@ def launcher(gpus: int) -> str:
     return "python -m"
 
 
+RESERVED_SWEEPS = ("tokenizer_split",)  # bench/ outputs of other rules
+
+
 def sweeps(config: dict) -> dict[str, dict]:
     """Throughput sweeps of the selected scale: name -> settings."""
-    return dict(scale_settings(config).get("throughput") or {})
+    out = dict(scale_settings(config).get("throughput") or {})
+    for name in RESERVED_SWEEPS:
+        if name in out:
+            raise PlanError(f"config key scales.{config['scale']}.throughput.{name}: the name {name!r} is "
+                            f"the tokenizer benchmark's output; choose another sweep name")
+    return out
+
+
+def one_of(names: Iterable[str]) -> str:
+    """A wildcard regex matching exactly these names (none: a regex that matches nothing)."""
+    names = sorted(names)
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
 def shell_join(items: Iterable[str]) -> str:
@@ -278,3 +368,29 @@ def all_cores(workflow) -> int:
     except Exception:  # no --cores (e.g. a cluster executor): fall back to this machine's
         cores = 0
     return cores if 0 < cores < 1024 else (os.cpu_count() or 1)
+
+
+def config_problems(config: dict, schema_path: str) -> list[str]:
+    """Readable schema violations, one line each, naming the config key (Snakemake's own message
+    prints the whole schema). A string where a number is expected gets a pointer to --configfile:
+    `--config` passes nested values (`tolerance={top1: 0}`) as strings."""
+    import jsonschema
+    import yaml
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    out = []
+    validator = jsonschema.Draft202012Validator(schema)
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        if err.validator == "additionalProperties":
+            known = sorted((err.schema.get("properties") or {}))
+            extra = sorted(set(err.instance) - set(known)) if isinstance(err.instance, dict) else []
+            where = f"{key}." if err.absolute_path else ""
+            out.append(f"config key {', '.join(where + e for e in extra) or key} is unknown"
+                       + (f" (known here: {', '.join(known)})" if known else ""))
+            continue
+        line = f"config key {key}: {err.message}"
+        if err.validator == "type" and isinstance(err.instance, str):
+            line += ("; nested values given with --config arrive as strings: put them in a YAML file "
+                     "and pass it with --configfile FILE")
+        out.append(line)
+    return out

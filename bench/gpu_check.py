@@ -1,0 +1,216 @@
+"""The first GPU hour: every path no CPU run can exercise, checked in a few minutes on one GPU.
+
+    python -m bench.gpu_check [--out results/gpu_check.csv] [--batch-sizes 1 8 32 64 128 256]
+
+Paths (one verdict each, printed and written to one CSV, rows `path, check, value, limit, verdict,
+detail`):
+
+- `scan`: mamba-ssm's selective-scan kernel against the PyTorch scan on the CPU, on the same inputs,
+  forward and backward (every input's gradient); also the PyTorch scan on the GPU.
+- `conv`: causal-conv1d's kernel against the PyTorch causal conv on the CPU, forward and backward.
+- `autocast`: DART DeiT-S under bf16 autocast against fp32 (logits within a relative tolerance).
+- `compile`: `torch.compile` of DART DeiT-S against eager (fp32).
+- `nvml`, `cuda_events`, `headline`: `bench.throughput` on DART DeiT-S-392 vs DeiT-B (bf16,
+  interleaved rounds, batch 1-256): NVML columns filled and plausible, latencies from CUDA events,
+  and the throughput ratio per batch size (the paper: "nearly twice"; FLOP bound 1.74x).
+
+Verdicts: `pass`, `fail`, `skip` (e.g. mamba-ssm not installed: `pip install .[cuda]`). Without a
+CUDA device it says so, writes nothing and exits 0. Exit status 1 when a check fails.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+FIELDS = ("path", "check", "value", "limit", "verdict", "detail")
+HEADLINE = ("dart_deit_small_patch16_224_392", "deit_base_patch16_224")
+SPEEDUP = 1.6  # "nearly twice", as the workflow's tolerance.speedup
+
+
+def rel_err(a, b) -> float:
+    """max |a - b| / max |b| (0 when both are zero)."""
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    scale = b.abs().max().item()
+    return (a - b).abs().max().item() / scale if scale > 0 else (a - b).abs().max().item()
+
+
+def row(path, check, value, limit, ok, detail=""):
+    verdict = "skip" if ok is None else ("pass" if ok else "fail")
+    return {"path": path, "check": check, "value": value, "limit": limit, "verdict": verdict, "detail": detail}
+
+
+def _compare(path, name, outs, refs, tol, detail):
+    rows = []
+    for key in refs:
+        e = rel_err(outs[key], refs[key])
+        rows.append(row(path, f"{name} {key}", f"{e:.2e}", f"<= {tol:g}", e <= tol, detail))
+    return rows
+
+
+def scan_inputs(device, batch=2, dim=64, length=256, state=16, seed=0):
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    t = {"u": torch.randn(batch, dim, length, generator=g), "delta": torch.randn(batch, dim, length, generator=g) * 0.5,
+         "A": -torch.rand(dim, state, generator=g) - 0.5, "B": torch.randn(batch, state, length, generator=g),
+         "C": torch.randn(batch, state, length, generator=g), "D": torch.randn(dim, generator=g),
+         "z": torch.randn(batch, dim, length, generator=g), "delta_bias": torch.randn(dim, generator=g) * 0.1}
+    return {k: v.to(device).requires_grad_(True) for k, v in t.items()}
+
+
+def fwd_bwd(fn, inputs: dict):
+    """Output and every input's gradient of sum(out * w) for a fixed w."""
+    import torch
+    out = fn(**inputs)
+    w = torch.linspace(-1, 1, out.numel(), device=out.device).reshape(out.shape)
+    grads = torch.autograd.grad((out.float() * w).sum(), list(inputs.values()))
+    return {"forward": out, **{f"grad {k}": g for k, g in zip(inputs, grads)}}
+
+
+def check_scan(device, tol=2e-3):
+    from dart.ops import has_mamba_ssm, selective_scan
+    ref = fwd_bwd(lambda **kw: selective_scan(**kw, delta_softplus=True, backend="torch"), scan_inputs("cpu"))
+    rows = _compare("scan", "torch on GPU vs CPU:", fwd_bwd(
+        lambda **kw: selective_scan(**kw, delta_softplus=True, backend="torch"), scan_inputs(device)), ref, tol,
+        "pure-PyTorch scan, fp32")
+    if not has_mamba_ssm():
+        return rows + [row("scan", "mamba-ssm kernel", "", "", None, "mamba-ssm not installed (pip install .[cuda])")]
+    out = fwd_bwd(lambda **kw: selective_scan(**kw, delta_softplus=True, backend="mamba_ssm"), scan_inputs(device))
+    return rows + _compare("scan", "mamba-ssm vs CPU scan:", out, ref, tol, "fp32, B=2 D=64 L=256 N=16")
+
+
+def check_conv(device, tol=1e-4):
+    import torch
+    from dart.ops import causal_conv1d, has_causal_conv1d
+
+    def inputs(dev):
+        g = torch.Generator().manual_seed(1)
+        t = {"x": torch.randn(2, 64, 256, generator=g), "weight": torch.randn(64, 4, generator=g),
+             "bias": torch.randn(64, generator=g)}
+        return {k: v.to(dev).requires_grad_(True) for k, v in t.items()}
+    ref = fwd_bwd(lambda **kw: causal_conv1d(**kw, activation="silu", backend="torch"), inputs("cpu"))
+    if not has_causal_conv1d():
+        return [row("conv", "causal-conv1d kernel", "", "", None, "causal-conv1d not installed (pip install .[cuda])")]
+    out = fwd_bwd(lambda **kw: causal_conv1d(**kw, activation="silu", backend="causal_conv1d"), inputs(device))
+    return _compare("conv", "causal-conv1d vs CPU conv:", out, ref, tol, "fp32, B=2 D=64 L=256 K=4, silu")
+
+
+def _dart_model(device):
+    import timm
+    import torch
+
+    import dart  # noqa: F401  (registers the models)
+    torch.manual_seed(0)
+    return timm.create_model("dart_deit_small_patch16_224", num_classes=1000).to(device).eval()
+
+
+def check_autocast(device, tol=5e-2):
+    import torch
+    model = _dart_model(device)
+    x = torch.randn(8, 3, 448, 448, device=device)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x)
+    e = rel_err(out, ref)
+    return [row("autocast", "bf16 logits vs fp32", f"{e:.2e}", f"<= {tol:g}", e <= tol, f"dtype {out.dtype}"),
+            row("autocast", "runs in bf16", str(out.dtype), "torch.bfloat16", out.dtype == torch.bfloat16)]
+
+
+def check_compile(device, tol=1e-3):
+    import torch
+    model = _dart_model(device)
+    x = torch.randn(4, 3, 448, 448, device=device)
+    with torch.no_grad():
+        ref = model(x)
+        t0 = time.perf_counter()
+        out = torch.compile(model)(x)
+        torch.cuda.synchronize()
+        took = time.perf_counter() - t0
+    e = rel_err(out, ref)
+    return [row("compile", "compiled vs eager logits (fp32)", f"{e:.2e}", f"<= {tol:g}", e <= tol,
+                f"first call (compilation) {took:.0f} s")]
+
+
+def _num(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def check_sweep(device, batch_sizes, out_dir):
+    """bench.throughput on the headline pair: NVML, CUDA events, the ratio per batch size."""
+    csv_path = os.path.join(out_dir, "headline.csv")
+    cmd = [sys.executable, "-m", "bench.throughput", "--models", *HEADLINE, "--batch-sizes",
+           *map(str, batch_sizes), "--interleave", "--rounds", "3", "--amp", "bf16", "--device", device,
+           "--vs", *HEADLINE, "--no-progress", "--no-plot", "--out", csv_path]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.isfile(csv_path):
+        tail = (r.stderr or r.stdout)[-300:].replace("\n", " ")
+        return [row(p, "bench.throughput ran", r.returncode, 0, False, tail) for p in ("nvml", "cuda_events", "headline")]
+    with open(csv_path) as f:
+        rows_ = [x for x in csv.DictReader(f)]
+    ok = [x for x in rows_ if x["status"] == "ok"]
+    out = []
+    used = [_num(x["nvml_used_peak_mib"]) for x in ok]
+    util = [_num(x["nvml_gpu_util_max_pct"]) for x in ok]
+    power = [_num(x["nvml_power_max_w"]) for x in ok]
+    filled = all(not math.isnan(v) for v in used + util + power) and bool(ok)
+    plausible = filled and all(v > 0 for v in used) and all(0 <= v <= 100 for v in util) and all(v > 0 for v in power)
+    out.append(row("nvml", "NVML columns filled and plausible", f"{len(ok)} rows", "used > 0, 0 <= util <= 100, power > 0",
+                   plausible, f"peak used {max(used, default=math.nan):.0f} MiB, max power {max(power, default=math.nan):.0f} W"))
+    events = all(x["latency_source"] == "cuda_events" for x in ok) and bool(ok)
+    lat_ok = all(_num(x["latency_ms_median"]) > 0 for x in ok)
+    out.append(row("cuda_events", "latencies from CUDA events, positive", f"{len(ok)} rows", "all", events and lat_ok))
+    by = {(x["model"], int(x["batch_size"])): _num(x["images_per_s"]) for x in ok}
+    for bs in batch_sizes:
+        a, b = by.get((HEADLINE[0], bs)), by.get((HEADLINE[1], bs))
+        if a is None or b is None:
+            out.append(row("headline", f"ratio at batch {bs}", "", f">= {SPEEDUP}", None, "not measured (oom or error)"))
+            continue
+        out.append(row("headline", f"ratio at batch {bs}", f"{a / b:.2f}", f">= {SPEEDUP}", a / b >= SPEEDUP,
+                       f"{a:.0f} vs {b:.0f} images/s, bf16; FLOP bound 1.74x"))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="results/gpu_check.csv", help="CSV path (written atomically)")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 64, 128, 256])
+    ap.add_argument("--device", default="cuda")
+    a = ap.parse_args(argv)
+    import torch
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device on this machine; these checks need one GPU. Nothing was run.")
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for fn in (check_scan, check_conv, check_autocast, check_compile):
+            try:
+                rows += fn(a.device)
+            except Exception as e:  # one broken path must not hide the others
+                rows.append(row(fn.__name__.removeprefix("check_"), "ran", "", "", False, f"{type(e).__name__}: {e}"))
+        rows += check_sweep(a.device, a.batch_sizes, tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    tmp_out = a.out + ".tmp"
+    with open(tmp_out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp_out, a.out)
+    for path in dict.fromkeys(r["path"] for r in rows):
+        verdicts = {r["verdict"] for r in rows if r["path"] == path}
+        v = "fail" if "fail" in verdicts else ("pass" if "pass" in verdicts else "skip")
+        print(f"{path:12s} {v}")
+    print(f"gpu_check: {a.out}")
+    return 1 if any(r["verdict"] == "fail" for r in rows if r["path"] != "headline") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""bench.gpu_check: without a GPU it says so and exits 0; its comparisons on the CPU; on a GPU, every path."""
+import pytest
+import torch
+
+from bench import gpu_check
+
+
+def test_without_a_gpu_it_says_so_and_exits_0(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu.csv"
+    assert gpu_check.main(["--out", str(out)]) == 0
+    assert "no CUDA device" in capsys.readouterr().out
+    assert not out.exists()
+
+
+def test_scan_comparison_sees_a_wrong_backend(one_thread):
+    """The scan check's machinery on the CPU: the same scan agrees with itself, a perturbed one does not."""
+    from dart.ops import selective_scan
+    ref = gpu_check.fwd_bwd(lambda **kw: selective_scan(**kw, delta_softplus=True, backend="torch"),
+                            gpu_check.scan_inputs("cpu", length=64))
+    assert set(ref) == {"forward", *(f"grad {k}" for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))}
+    same = gpu_check.fwd_bwd(lambda **kw: selective_scan(**kw, delta_softplus=True, backend="torch"),
+                             gpu_check.scan_inputs("cpu", length=64))
+    assert all(r["verdict"] == "pass" for r in gpu_check._compare("scan", "x", same, ref, 1e-6, ""))
+    off = gpu_check.fwd_bwd(lambda **kw: selective_scan(**{**kw, "D": kw["D"] * 1.01}, delta_softplus=True,
+                                                        backend="torch"), gpu_check.scan_inputs("cpu", length=64))
+    verdicts = {r["check"]: r["verdict"] for r in gpu_check._compare("scan", "x", off, ref, 1e-4, "")}
+    assert verdicts["x forward"] == "fail" and verdicts["x grad u"] == "fail"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_path_on_a_gpu(tmp_path):
+    out = tmp_path / "gpu.csv"
+    gpu_check.main(["--out", str(out), "--batch-sizes", "1", "8"])
+    import csv
+    rows = list(csv.DictReader(open(out)))
+    assert {r["path"] for r in rows} == {"scan", "conv", "autocast", "compile", "nvml", "cuda_events", "headline"}
+    assert all(r["verdict"] in ("pass", "skip") for r in rows if r["path"] != "headline"), rows
