@@ -236,7 +236,7 @@ def test_smoke_cells_are_not_results_and_gpu_speed_gets_a_verdict(tmp_path):
     # the smoke scale trains the paper rows: a "trained" DART DeiT-S-392 top-1 is not a result
     ev = tmp_path / "results" / "smoke" / "eval" / "dart_deit_small_392" / "seed0.json"
     ev.parent.mkdir(parents=True)
-    ev.write_text(json.dumps({"top1": 0.0}))
+    ev.write_text(json.dumps({"top1": 0.0, "source": {"kind": "run", "weights": "model"}}))
     m = tmp_path / "runs" / "smoke" / "dart_deit_small_392" / "seed0" / "metrics.json"
     m.parent.mkdir(parents=True)
     m.write_text(json.dumps({"task": "classification", "top1": 0.0, "seed": 0}))
