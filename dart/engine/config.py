@@ -161,12 +161,16 @@ def validate(cfg: dict) -> dict:
 def load_config(path: str | None = None, overrides: Iterable[str] = ()) -> dict:
     """Defaults <- config file <- overrides, validated. Adds `name`/`output_dir` defaults."""
     cfg = _read_yaml(DEFAULTS_PATH)
-    src = None
+    src, file_cfg = None, None
+    overrides = list(overrides)
     if path:
         src = resolve_path(path)
-        cfg = deep_merge(cfg, _read_yaml(src))
+        file_cfg = _read_yaml(src)
+        cfg = deep_merge(cfg, file_cfg)
     cfg = _normalise(apply_overrides(cfg, overrides))
     validate(cfg)
+    from .regime import warn_small_object_crops
+    warn_small_object_crops(cfg, file_cfg, overrides)
     if not cfg.get("name"):
         cfg["name"] = os.path.splitext(os.path.basename(src))[0] if src else "default"
     if not cfg.get("output_dir"):
