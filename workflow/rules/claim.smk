@@ -3,33 +3,7 @@
 # measures), ToMe applied to the trained grid_4n model at DART-N's GMACs, then reports/claim.html
 # with the verdicts. Absent `claim` section: nothing here is built.
 
-CLAIM = SETTINGS.get("claim") or None
-CLAIM_SEEDS = list(CLAIM["seeds"]) if CLAIM else []
-CLAIM_ROLES = dict(CLAIM["roles"]) if CLAIM else {}
-CLAIM_TOME = bool(CLAIM.get("tome", True)) if CLAIM else False
-CLAIM_SCRIPTS = Path(workflow.basedir) / "scripts"
-
-if CLAIM:
-    _missing = [e for e in CLAIM_ROLES.values() if e not in TRAINED]
-    if _missing:
-        raise WorkflowError(f"invalid config: scales.{SCALE}.claim.roles name untrained experiments {_missing}")
-
-
-def claim_measures():
-    out, roles = [], []
-    for role, eid in CLAIM_ROLES.items():
-        for seed in CLAIM_SEEDS:
-            out.append(f"results/{SCALE}/claim/measure/{eid}/seed{seed}.json")
-            roles.append(role)
-    if CLAIM_TOME:
-        for seed in CLAIM_SEEDS:
-            out.append(f"results/{SCALE}/claim/tome/seed{seed}.json")
-            roles.append("tome")
-    return out, roles
-
-
-def claim_outputs():
-    return ["reports/claim.html"] if CLAIM else []
+include: "claim_plan.smk"
 
 
 rule claim_measure:
@@ -87,7 +61,7 @@ rule claim_report:
     params:
         script=str(CLAIM_SCRIPTS / "claim_report.py"),
         roles=lambda wc: " ".join(claim_measures()[1]),
-        outdir=f"results/{SCALE}/claim",
+        outdir=lambda wc, output: str(Path(output.summary).parent),
         partition_run=lambda wc: f"runs/{SCALE}/{CLAIM_ROLES['dart_n']}/seed{CLAIM_SEEDS[0]}",
     log:
         f"results/logs/{SCALE}/claim/report.log",
