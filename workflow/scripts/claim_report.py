@@ -64,13 +64,23 @@ def summarise(measures: list[dict], roles: list[str]) -> list[dict]:
     return rows
 
 
+# a row whose seeds disagree by more than this (top-1 std, points) did not train to a stable result:
+# a claim resting on it is "inconclusive", never "holds" on the strength of a wide spread
+UNSTABLE_STD = 10.0
+
+
 def verdicts(rows: list[dict]) -> list[dict]:
     by = {r["role"]: r for r in rows}
     out = []
 
-    def add(claim, holds, numbers):
-        out.append({"claim": claim, "verdict": "holds" if holds else "does not hold", "numbers": numbers,
-                    "split": "val"})
+    def add(claim, holds, numbers, involved=()):
+        unstable = [r for r in involved if r in by and by[r]["top1_std"] > UNSTABLE_STD]
+        verdict = "holds" if holds else "does not hold"
+        if unstable:
+            verdict = "inconclusive"
+            spreads = ", ".join(f"{r} std {by[r]['top1_std']:.1f}" for r in unstable)
+            numbers += f"; seeds disagree ({spreads} > {UNSTABLE_STD:.0f} points): not a stable result"
+        out.append({"claim": claim, "verdict": verdict, "numbers": numbers, "split": "val"})
 
     if "dart_n" in by and "grid_low" in by:
         d, g = by["dart_n"], by["grid_low"]
@@ -78,14 +88,15 @@ def verdicts(rows: list[dict]) -> list[dict]:
         add("DART at N tokens beats the grid at N tokens (on the downsampled image) by more than the seeds' spread",
             d["top1_mean"] - g["top1_mean"] > spread,
             f"DART-N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} vs grid-N {g['top1_mean']:.1f} +- "
-            f"{g['top1_std']:.1f} (difference {d['top1_mean'] - g['top1_mean']:+.1f}, spread {spread:.1f})")
+            f"{g['top1_std']:.1f} (difference {d['top1_mean'] - g['top1_mean']:+.1f}, spread {spread:.1f})",
+            ("dart_n", "grid_low"))
     if "dart_2n" in by and "grid_4n" in by:
         d, g = by["dart_2n"], by["grid_4n"]
         spread = max(d["top1_std"], g["top1_std"])
         add("DART at 2N tokens comes within the seeds' spread of the grid at 4N tokens, at lower GMACs",
             g["top1_mean"] - d["top1_mean"] <= spread and d["gmacs"] < g["gmacs"],
             f"DART-2N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} at {d['gmacs'] * 1e3:.2f} MMACs vs grid-4N "
-            f"{g['top1_mean']:.1f} +- {g['top1_std']:.1f} at {g['gmacs'] * 1e3:.2f} MMACs")
+            f"{g['top1_mean']:.1f} +- {g['top1_std']:.1f} at {g['gmacs'] * 1e3:.2f} MMACs", ("dart_2n", "grid_4n"))
     if "dart_n" in by and "tome" in by:
         d, t = by["dart_n"], by["tome"]
         spread = max(d["top1_std"], t["top1_std"])
@@ -94,7 +105,7 @@ def verdicts(rows: list[dict]) -> list[dict]:
             f"DART-N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} at {d['gmacs'] * 1e3:.2f} MMACs vs ToMe "
             f"(r={t.get('tome_r')}) {t['top1_mean']:.1f} +- {t['top1_std']:.1f} at {t['gmacs'] * 1e3:.2f} MMACs"
             + ("" if abs(t["gmacs"] / d["gmacs"] - 1) < 0.05 else
-               f" (closest ToMe gets to DART-N's cost: {t['gmacs'] / d['gmacs']:.2f}x)"))
+               f" (closest ToMe gets to DART-N's cost: {t['gmacs'] / d['gmacs']:.2f}x)"), ("dart_n", "tome"))
     if "dart_n" in by:
         d = by["dart_n"]
         add("The trained DART-N partition adapts (patch areas spread: std/mean > 0.1)",
