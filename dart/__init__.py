@@ -4,6 +4,7 @@
 works in any code.
 """
 from . import models  # noqa: F401  (registers the models with timm)
+from . import tome  # noqa: F401  (registers tome_deit_small_patch16_224)
 from . import viz
 from .tokenizer import DART, Partition
 

@@ -61,8 +61,13 @@ def test_dry_run_default_toy(deployment):
     cfg = default_config()
     counts = job_counts(out)
     n_toy = len(plan.trained(cfg)) * len(plan.seeds(cfg))
-    assert n_toy == 6
-    assert counts["train"] == counts["evaluate"] == n_toy
+    assert n_toy == 8
+    claim = cfg["scales"]["toy"]["claim"]
+    runs = {(e, s) for e in plan.trained(cfg) for s in plan.seeds(cfg)}
+    runs |= {(e, s) for e in claim["roles"].values() for s in claim["seeds"]}
+    assert counts["evaluate"] == n_toy and counts["train"] == len(runs) == 16
+    assert counts["claim_measure"] == len(claim["roles"]) * len(claim["seeds"]) == 12
+    assert counts["claim_tome"] == len(claim["seeds"]) and counts["claim_report"] == 1
     assert counts["complexity"] == len(plan.complexity_groups(cfg))
     assert counts["throughput"] == len(plan.sweeps(cfg))
     assert counts["toy_data"] == 3
@@ -166,7 +171,7 @@ def test_broken_config_names_its_error(deployment, bad, message):
 def test_unknown_training_config_is_named(deployment):
     cfg = default_config()
     for row in cfg["experiments"]:
-        if row["id"] == "toy_cls_dart":
+        if row["id"] == "toy_detail_dart":
             row["train"] = "no_such_recipe"
     (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     r = snakemake("-n", cwd=deployment)
@@ -190,6 +195,8 @@ def mini_config() -> dict:
     toy["throughput"] = {"mini": {"experiments": ["mini_dart"], "batch_sizes": [1, 2], "mode": "infer",
                                   "args": ["--warmup-iters", 1, "--min-iters", 2, "--min-time", 0.05]}}
     toy["partitions"] = {"experiment": "mini_dart", "images": 2}
+    toy["claim"] = {"seeds": [0], "roles": {"grid_low": "mini_grid", "dart_n": "mini_dart", "grid_4n": "mini_grid"},
+                    "tome": True}
     keep = {"deit_tiny", "dart_deit_tiny_mnasnet"}
     rows = [r for r in cfg["experiments"] if r["id"] in keep]
     rows += [{"id": "mini_grid", "scale": "toy", "task": "classification", "dataset": "toy_classification",
@@ -211,6 +218,9 @@ def test_end_to_end_miniature(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     counts = job_counts(r.stdout + r.stderr)
     assert counts["train"] == 2 and counts["complexity"] == 1 and counts["report"] == 1
+    assert counts["claim_measure"] == 2 and counts["claim_tome"] == 1 and counts["claim_report"] == 1
+    verdicts = (tmp_path / "results" / "toy" / "claim" / "verdicts.csv").read_text()
+    assert "DART at N tokens beats the grid at N tokens" in verdicts and "ToMe" in verdicts
 
     html = (tmp_path / "reports" / "paper_tables.html").read_text()
     from test_report import parse

@@ -88,9 +88,9 @@ def build_datasets(cfg: dict, prepare: bool = True, progress: bool = True,
     kind, strict = d["kind"], d["strict"]
     if kind == "toy":
         tkind, seed, params = toy_params(cfg)
-        want = TOY_FOR_TASK[task]
-        if tkind != want:
-            raise ValueError(f"config key 'data.toy.kind' is {tkind!r} but task {task!r} needs {want!r}")
+        if toy.TASK_OF_KIND[tkind] != task:
+            raise ValueError(f"config key 'data.toy.kind' is {tkind!r}, a {toy.TASK_OF_KIND[tkind]} set, "
+                             f"but the task is {task!r}")
         root = toy_root(cfg)
         if prepare and is_main:
             toy.generate(tkind, root, seed, params, progress=progress)

@@ -27,6 +27,10 @@ def model_kwargs(cfg: dict) -> dict:
         raise ValueError(f"config key 'model.kwargs.img_size' ({kw['img_size']}) differs from "
                          f"'data.img_size' ({size}); set one of them")
     kw["img_size"] = size
+    from .regime import scorer_input_size
+    scorer_size = scorer_input_size(cfg, kw)
+    if scorer_size is not None:
+        kw["scorer_input_size"] = scorer_size
     if cfg["task"] == "video":
         frames = cfg["data"]["num_frames"]
         if "num_frames" in kw and kw["num_frames"] != frames:

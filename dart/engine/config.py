@@ -11,6 +11,7 @@ an error that names the key.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from typing import Any, Iterable
@@ -161,15 +162,56 @@ def validate(cfg: dict) -> dict:
     raise ConfigError("invalid config: " + "; ".join(dict.fromkeys(msgs)))
 
 
+def _set_keys(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in (tree or {}).items():
+        key = f"{prefix}{k}"
+        out.add(key)
+        if isinstance(v, dict):
+            out |= _set_keys(v, key + ".")
+    return out
+
+
+def small_object_crop_warning(cfg: dict, file_cfg: dict | None, overrides=()) -> str | None:
+    """A warning when ImageFolder data meet crops the config never chose: random-resized-crop with a
+    small minimum scale and a centre crop below 1 are inherited from defaults.yaml (DeiT's recipe), as
+    happens when a toy config is copied to real data. Small objects are then often cropped away."""
+    if cfg["data"]["kind"] != "imagefolder":
+        return None
+    chosen = _set_keys(file_cfg or {}) | {o.split("=", 1)[0].strip() for o in overrides}
+    scale, crop = cfg["aug"]["scale"], cfg["data"]["crop_pct"]
+    risky = []
+    if "aug.scale" not in chosen and scale[0] < 0.25:
+        risky.append(f"aug.scale={list(scale)} (random-resized-crop keeps as little as {scale[0]:.0%} of "
+                     "the image in training)")
+    if "data.crop_pct" not in chosen and crop < 1.0:
+        risky.append(f"data.crop_pct={crop} (evaluation keeps the central {crop:.1%} of each side)")
+    if not risky:
+        return None
+    return ("ImageFolder data with crops inherited from the defaults, not set by this config: "
+            + "; ".join(risky) + ". They can cut small objects, the detail DART is meant to find, out of "
+            "the image; set aug.scale and data.crop_pct explicitly (e.g. aug.scale=[0.5,1.0] "
+            "data.crop_pct=1.0) or keep them to follow DeiT's recipe.")
+
+
+def warn_small_object_crops(cfg: dict, file_cfg: dict | None, overrides=()) -> None:
+    msg = small_object_crop_warning(cfg, file_cfg, overrides)
+    if msg:
+        logging.getLogger("dart.engine").warning(msg)
+
+
 def load_config(path: str | None = None, overrides: Iterable[str] = ()) -> dict:
     """Defaults <- config file <- overrides, validated. Adds `name`/`output_dir` defaults."""
     cfg = _read_yaml(DEFAULTS_PATH)
-    src = None
+    src, file_cfg = None, None
+    overrides = list(overrides)
     if path:
         src = resolve_path(path)
-        cfg = deep_merge(cfg, _read_yaml(src))
+        file_cfg = _read_yaml(src)
+        cfg = deep_merge(cfg, file_cfg)
     cfg = _normalise(apply_overrides(cfg, overrides))
     validate(cfg)
+    warn_small_object_crops(cfg, file_cfg, overrides)
     if not cfg.get("name"):
         cfg["name"] = os.path.splitext(os.path.basename(src))[0] if src else "default"
     if not cfg.get("output_dir"):

@@ -26,7 +26,9 @@ class DartVisionTransformer(VisionTransformer):
     Extra arguments: num_tokens (token budget N), score_grid (g: scores and the learned position
     table are g x g), scorer (name or module), scorer_pretrained, scorer_input_size, score_norm
     ('image' or 'batch'), score_gate, score_std_floor (see `score_activation`), sampling
-    ('reference' or 'centred', see `sampling.sampling_grid`), quantile_eps (see `geometry.inverse_cdf`). `img_size` is the
+    ('reference' or 'centred', see `sampling.sampling_grid`), quantile_eps (see `geometry.inverse_cdf`),
+    score_head_init ('zero': all scores equal at the start, the grid; 'default': PyTorch's init of the
+    last score layer). `img_size` is the
     tokenizer's input size (448 for the paper's
     "224" models).
     """
@@ -35,7 +37,10 @@ class DartVisionTransformer(VisionTransformer):
                  num_tokens: int = 196, score_grid: int = 14, scorer="mobilenetv3_small",
                  scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
                  score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
-                 sampling: str = "centred", quantile_eps: float = 1e-8, **kwargs):
+                 sampling: str = "centred", quantile_eps: float = 1e-8, score_head_init: str = "zero",
+                 **kwargs):
+        if score_head_init not in ("zero", "default"):
+            raise ValueError(f"score_head_init must be 'zero' or 'default', got {score_head_init!r}")
         if kwargs.get("class_token") is False or kwargs.get("no_embed_class") or kwargs.get("reg_tokens"):
             raise ValueError("DART DeiT models use one class token with its own position embedding")
         if kwargs.get("dynamic_img_size"):
@@ -52,6 +57,12 @@ class DartVisionTransformer(VisionTransformer):
             sampling=sampling, quantile_eps=quantile_eps, bias=not kwargs.get("pre_norm", False))
         if self.weight_init_mode != "skip":
             self.patch_embed.proj.reset_parameters()
+        head = getattr(self.patch_embed.scorer, "head", None)
+        if score_head_init == "default" and head is not None:
+            # PyTorch's default init of the last score layer: the scores start unequal. With the zero
+            # init they start exactly equal, where the partition's gradient w.r.t. the scores is 0
+            # (every quantile lands on a cell edge), so the scorer never receives a gradient.
+            head.fc2.reset_parameters()
 
     def tokenize(self, x: Tensor) -> tuple[Tensor, Partition]:
         """Tokens with position embeddings and the class token prepended, and the partition."""

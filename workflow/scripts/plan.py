@@ -341,6 +341,8 @@ def model_of_train_config(path: str, overrides: dict | None = None,
     cfg = eng.load_config(path, [f"{k}={yaml_value(v)}" for k, v in (overrides or {}).items()])
     kw = dict(cfg["model"].get("kwargs") or {})
     kw["img_size"] = cfg["data"]["img_size"]
+    if cfg["data"].get("grid_img_size") and cfg["model"]["name"].startswith("dart_"):
+        kw.setdefault("scorer_input_size", cfg["data"]["grid_img_size"])  # the paper's regime
     if cfg.get("task") == "video":
         kw["num_frames"] = cfg["data"]["num_frames"]
     kw.setdefault("num_classes", cfg["data"].get("num_classes", 1000))

@@ -1,0 +1,117 @@
+"""The resolution-sensitive toy set (`detail`): deterministic, its class visible at full resolution
+and averaged away by the 2x downsampling of the data loader (the grid baseline's input)."""
+import numpy as np
+import pytest
+import torch
+
+from dart.data import build_datasets, toy
+from dart.data.transforms import resize_image
+from dart.engine.config import load_config
+
+TINY = {"train_size": 150, "val_size": 150}
+
+
+def _down(x: np.ndarray) -> np.ndarray:
+    """The data loader's 2x downsampling (antialiased bilinear), on uint8 HxWx3 images."""
+    t = torch.from_numpy(np.asarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
+    return resize_image(t, x.shape[1] // 2).permute(0, 2, 3, 1).numpy()
+
+
+def _alternation(x: np.ndarray) -> np.ndarray:
+    """Share of pixels with a strong 1-px alternation down the rows / along the columns: (n, 2)."""
+    t = torch.from_numpy(np.asarray(x, dtype=np.float32) / 255).permute(0, 3, 1, 2)
+    dy = (t[:, :, 2:] - 2 * t[:, :, 1:-1] + t[:, :, :-2]).abs().mean(1)
+    dx = (t[..., 2:] - 2 * t[..., 1:-1] + t[..., :-2]).abs().mean(1)
+    return torch.stack([(dy > 0.5).float().mean((1, 2)), (dx > 0.5).float().mean((1, 2))], 1).numpy()
+
+
+def _nearest_centroid_accuracy(ftr, ytr, fva, yva) -> float:
+    cents = np.stack([ftr[ytr == c].mean(0) for c in range(3)])
+    pred = np.argmin(((fva[:, None] - cents[None]) ** 2).sum(-1), 1)
+    return float((pred == yva).mean())
+
+
+def test_detail_is_deterministic(tmp_path):
+    a = toy.generate("detail", str(tmp_path / "a"), seed=1, params={"train_size": 8, "val_size": 4},
+                     progress=False)
+    b = toy.generate("detail", str(tmp_path / "b"), seed=1, params={"train_size": 8, "val_size": 4},
+                     progress=False)
+    xa, ya, meta = toy.load_split(a, "train")
+    xb, yb, _ = toy.load_split(b, "train")
+    assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    assert xa.shape == (8, 64, 64, 3) and meta["classes"] == ["hstripes", "vstripes", "checker"]
+
+
+def test_downsampling_erases_the_class_but_not_the_canvas():
+    """The same canvas with each of the three patterns: far apart at full resolution, equal after the
+    2x downsampling everywhere but a one-pixel ring at the square's edge (the kernel's overhang)."""
+    imgs = [toy._to_u8(toy.render_detail(np.random.default_rng(5), c)) for c in range(3)]
+    imgs = np.stack(imgs)
+    full = np.abs(imgs[:, None].astype(float) - imgs[None].astype(float)).max(-1)
+    down = _down(imgs)
+    diff = np.abs(down[:, None] - down[None]).max(-1)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            changed = full[i, j] > 0
+            assert changed.sum() >= 16 * 16 // 4  # a quarter of the 16x16 pattern at least
+            ys, xs = np.nonzero(changed)
+            y0, y1, x0, x1 = ys.min() // 2, ys.max() // 2, xs.min() // 2, xs.max() // 2
+            inner = diff[i, j][y0 + 1:y1, x0 + 1:x1]  # the square's interior, downsampled
+            assert inner.size > 0 and inner.max() < 1.0  # < one grey level of 255
+            outside = diff[i, j].copy()
+            outside[y0 - 1:y1 + 2, x0 - 1:x1 + 2] = 0
+            assert outside.max() < 1e-3  # the rest of the canvas is the same
+
+
+def test_tiny_detail_set_is_resolution_sensitive(tmp_path):
+    """A fixed high-frequency feature (1-px alternation per axis) and a nearest-centroid rule tell the
+    classes apart on the full-resolution images and fall to about chance on the downsampled copy."""
+    root = toy.generate("detail", str(tmp_path / "d"), seed=0, params=TINY, progress=False)
+    xtr, ytr, _ = toy.load_split(root, "train")
+    xva, yva, _ = toy.load_split(root, "val")
+    ytr, yva = np.asarray(ytr), np.asarray(yva)
+    full = _nearest_centroid_accuracy(_alternation(xtr), ytr, _alternation(xva), yva)
+    down = _nearest_centroid_accuracy(_alternation(_down(xtr)), ytr, _alternation(_down(xva)), yva)
+    assert full > 0.85, full
+    assert down < 0.5, down  # chance is 1/3
+
+
+def test_detail_kind_is_a_classification_set(tmp_path):
+    cfg = load_config("toy_detail_grid_low", [f"data.root={tmp_path / 'd'}", "data.toy.train_size=4",
+                                              "data.toy.val_size=4"])
+    train, val, info = build_datasets(cfg, progress=False)
+    x, y = val[0][:2]
+    assert tuple(x.shape) == (3, 32, 32) and info["classes"][2] == "checker"  # 64-px canvas, 32-px input
+    bad = load_config("toy_seg_grid", [f"data.root={tmp_path / 's'}", "data.toy.kind=detail"])
+    with pytest.raises(ValueError, match="data.toy.kind"):
+        build_datasets(bad, progress=False)
+
+
+@pytest.mark.parametrize("params", [{"glyph": 7}, {"frame": 1}, {"num_classes": 4}])
+def test_detail_rejects_bad_parameters(params):
+    with pytest.raises(ValueError, match="toy detail"):
+        toy.make_detail(np.random.default_rng(0), 1, **params)
+
+
+def test_toy_detail_runs_are_deterministic(tmp_path):
+    """Two fresh DART runs on the detail set with the same seed give the same weights and metrics;
+    another seed gives other weights."""
+    import json
+
+    from dart.engine import checkpoint as ckpt
+    from dart.train import main as train
+
+    def run(name, seed):
+        out = tmp_path / name
+        rc = train(["--config", "toy_detail_dart", "--output-dir", str(out), "train.epochs=1",
+                    "train.warmup_epochs=0", "train.batch_size=8", "eval.batch_size=8", f"train.seed={seed}",
+                    "data.toy.train_size=16", "data.toy.val_size=8", f"data.root={tmp_path / 'data'}",
+                    "model.kwargs.depth=1", "train.device=cpu", "train.threads=1"])
+        assert rc == 0
+        m = json.loads((out / "metrics.json").read_text())
+        return m, ckpt.load(str(out / "checkpoint_last.pt"))["model"]
+
+    (m1, w1), (m2, w2), (_, w3) = run("a", 0), run("b", 0), run("c", 1)
+    assert m1["loss_curve"] == m2["loss_curve"] and m1["top1"] == m2["top1"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert any(not torch.equal(w1[k], w3[k]) for k in w1)

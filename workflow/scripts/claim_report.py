@@ -1,0 +1,261 @@
+"""The resolution claim at toy scale: table (mean +- std over seeds), verdicts, top-1 vs GMACs plot,
+partition pictures of the trained DART model, and one self-contained HTML page.
+
+    python workflow/scripts/claim_report.py --measures M1.json M2.json ... --roles ROLE ... \
+        --partition-run RUN_DIR --outdir results/toy/claim --html reports/claim.html
+
+`--roles` gives each measure's row (grid_low, dart_n, dart_2n, grid_4n, tome), in the same order.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import io
+import json
+import os
+import statistics
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+ROWS = {  # role -> what it stands for in the paper
+    "grid_low": "grid, N tokens, 2x-downsampled image (DeiT at 224)",
+    "dart_n": "DART, N tokens, full resolution, scorer on the downsampled copy (DART at 448)",
+    "dart_2n": "DART, 2N tokens, full resolution (the 392-token row)",
+    "grid_4n": "grid, 4N tokens, full resolution (DeiT-S at 384, the upper bound)",
+    "tome": "ToMe on the trained full-resolution grid, r matched to DART-N's GMACs (no retraining)",
+}
+ADAPT = ("area_cv", "area_min_frac", "area_max_frac", "band_height_cv", "score_ratio", "score_cv")
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(measures: list[dict], roles: list[str]) -> list[dict]:
+    rows = []
+    for role in ROWS:
+        ms = [m for m, r in zip(measures, roles) if r == role]
+        if not ms:
+            continue
+        top1, std = _mean_std([m["top1"] for m in ms])
+        row = {"role": role, "what": ROWS[role], "model": ms[0]["model"], "tokens": ms[0]["num_tokens"],
+               "input_px": ms[0]["img_size"], "gmacs": statistics.fmean(m["gmacs"] for m in ms),
+               "top1_mean": top1, "top1_std": std, "seeds": len(ms),
+               "top1_per_seed": " ".join(f"{m['top1']:.1f}" for m in sorted(ms, key=lambda m: m["seed"])),
+               "split": "val"}
+        if role == "tome":
+            row["tome_r"] = ms[0].get("tome_r")
+            row["tokens_per_block"] = " ".join(str(t) for t in ms[0].get("tokens_per_block", []))
+        for k in ADAPT:
+            if k in ms[0]:
+                row[k] = statistics.fmean(m[k] for m in ms)
+        if "patches_per_band" in ms[0]:
+            nb = len(ms[0]["patches_per_band"])
+            row["patches_per_band"] = " ".join(
+                f"{statistics.fmean(m['patches_per_band'][i] for m in ms):.2f}" for i in range(nb))
+        rows.append(row)
+    return rows
+
+
+# a row whose seeds disagree by more than this (top-1 std, points) did not train to a stable result:
+# a claim resting on it is "inconclusive", never "holds" on the strength of a wide spread
+UNSTABLE_STD = 10.0
+
+
+def verdicts(rows: list[dict]) -> list[dict]:
+    by = {r["role"]: r for r in rows}
+    out = []
+
+    def add(claim, holds, numbers, involved=()):
+        unstable = [r for r in involved if r in by and by[r]["top1_std"] > UNSTABLE_STD]
+        verdict = "holds" if holds else "does not hold"
+        if unstable:
+            verdict = "inconclusive"
+            spreads = ", ".join(f"{r} std {by[r]['top1_std']:.1f}" for r in unstable)
+            numbers += f"; seeds disagree ({spreads} > {UNSTABLE_STD:.0f} points): not a stable result"
+        out.append({"claim": claim, "verdict": verdict, "numbers": numbers, "split": "val"})
+
+    if "dart_n" in by and "grid_low" in by:
+        d, g = by["dart_n"], by["grid_low"]
+        spread = max(d["top1_std"], g["top1_std"])
+        add("DART at N tokens beats the grid at N tokens (on the downsampled image) by more than the seeds' spread",
+            d["top1_mean"] - g["top1_mean"] > spread,
+            f"DART-N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} vs grid-N {g['top1_mean']:.1f} +- "
+            f"{g['top1_std']:.1f} (difference {d['top1_mean'] - g['top1_mean']:+.1f}, spread {spread:.1f})",
+            ("dart_n", "grid_low"))
+    if "dart_2n" in by and "grid_4n" in by:
+        d, g = by["dart_2n"], by["grid_4n"]
+        spread = max(d["top1_std"], g["top1_std"])
+        add("DART at 2N tokens comes within the seeds' spread of the grid at 4N tokens, at lower GMACs",
+            g["top1_mean"] - d["top1_mean"] <= spread and d["gmacs"] < g["gmacs"],
+            f"DART-2N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} at {d['gmacs'] * 1e3:.2f} MMACs vs grid-4N "
+            f"{g['top1_mean']:.1f} +- {g['top1_std']:.1f} at {g['gmacs'] * 1e3:.2f} MMACs", ("dart_2n", "grid_4n"))
+    if "dart_n" in by and "tome" in by:
+        d, t = by["dart_n"], by["tome"]
+        spread = max(d["top1_std"], t["top1_std"])
+        add("DART at N tokens beats ToMe (applied to the full-resolution grid) at the same GMACs",
+            d["top1_mean"] - t["top1_mean"] > spread and t["gmacs"] >= d["gmacs"] * 0.95,
+            f"DART-N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} at {d['gmacs'] * 1e3:.2f} MMACs vs ToMe "
+            f"(r={t.get('tome_r')}) {t['top1_mean']:.1f} +- {t['top1_std']:.1f} at {t['gmacs'] * 1e3:.2f} MMACs"
+            + ("" if abs(t["gmacs"] / d["gmacs"] - 1) < 0.05 else
+               f" (closest ToMe gets to DART-N's cost: {t['gmacs'] / d['gmacs']:.2f}x)"), ("dart_n", "tome"))
+    if "dart_n" in by:
+        d = by["dart_n"]
+        add("The trained DART-N partition adapts (patch areas spread: std/mean > 0.1)",
+            (d.get("area_cv") or 0) > 0.1,
+            f"patch-area std/mean {d.get('area_cv', 0):.3f}, smallest patch {d.get('area_min_frac', 1):.2f}x "
+            f"the mean, patches per band {d.get('patches_per_band', '')}, score max/min {d.get('score_ratio', 1):.3f}")
+    return out
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def plot(rows: list[dict], measures, roles, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in rows:
+        pts = [m for m, ro in zip(measures, roles) if ro == r["role"]]
+        ax.scatter([m["gmacs"] * 1e3 for m in pts], [m["top1"] for m in pts], s=12, alpha=0.4)
+        ax.errorbar([r["gmacs"] * 1e3], [r["top1_mean"]], yerr=[r["top1_std"]], fmt="o", capsize=3,
+                    label=f"{r['role']} ({r['tokens']} tok, {r['input_px']} px)")
+    ax.set_xlabel("MMACs per image")
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title("toy detail set: top-1 vs cost (mean +- std over seeds)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def partition_figure(run_dir: str, path: str, images: int = 4) -> None:
+    """Trained DART partitions of the first val images: image + patches, scores with a colour bar,
+    patches per band beside each picture."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from matplotlib.patches import Rectangle
+    from dart.adaptivity import partition_stats
+    from dart.data import build_datasets
+    from dart.engine.run import load_run
+    from dart.viz import to_uint8_image
+    cfg, model = load_run(run_dir)
+    _, val, _ = build_datasets(cfg, prepare=False, progress=False)
+    x = torch.stack([val[i][0] for i in range(images)])
+    with torch.no_grad():
+        _, part = model.tokenize(x)
+    fig, axes = plt.subplots(images, 2, figsize=(7, 3.2 * images), squeeze=False)
+    for i in range(images):
+        arr = to_uint8_image(x[i], cfg["data"]["mean"], cfg["data"]["std"])
+        ax = axes[i, 0]
+        ax.imshow(arr)
+        for x0, y0, x1, y1 in part.rects[i].reshape(-1, 4).tolist():
+            if x1 - x0 > 1e-6 and y1 - y0 > 1e-6:
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=0.7,
+                                       edgecolor=(1.0, 0.85, 0.1, 0.9)))
+        single = type(part)(part.scores[i:i + 1], part.row_bounds[i:i + 1], part.patch_bounds[i:i + 1],
+                            part.rects[i:i + 1], None, part.grid, part.img_size)
+        st = partition_stats(single)
+        ax.set_title("patches per band: " + " ".join(f"{v:.0f}" for v in st["patches_per_band"]), fontsize=8)
+        ax.axis("off")
+        im = axes[i, 1].imshow(part.scores[i].float().numpy(), cmap="magma", vmin=0)
+        axes[i, 1].set_title(f"scores (max/min {st['score_ratio']:.3f})", fontsize=8)
+        axes[i, 1].axis("off")
+        fig.colorbar(im, ax=axes[i, 1], fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def _img(path: str) -> str:
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape("" if v is None else str(v))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_html(rows, verdict_rows, plot_png, part_png, path: str) -> None:
+    shown = [dict(r, gmacs=r["gmacs"] * 1e3) for r in rows]
+    cols = ["role", "model", "tokens", "input_px", "gmacs", "top1_mean", "top1_std", "seeds", "top1_per_seed",
+            "tome_r", "area_cv", "area_min_frac", "patches_per_band", "score_ratio", "split", "what"]
+    doc = ["<!doctype html><meta charset='utf-8'><title>DART resolution claim (toy)</title>",
+           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
+           "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}</style>",
+           "<h1>The resolution claim at toy scale</h1>",
+           "<p>Toy <code>detail</code> set (docs/engine.md): the class is a 1-px pattern that a 2x "
+           "downsampling averages away. Every number is validation top-1 (the toy sets have no other "
+           "held-out split; nothing was tuned per model: all runs share one recipe). gmacs column in MMACs.</p>",
+           "<h2>Verdicts</h2>", _table(verdict_rows, ["claim", "verdict", "numbers", "split"]),
+           "<h2>Runs (mean +- std over seeds)</h2>", _table(shown, cols),
+           f"<h2>Top-1 vs cost</h2><img src='{_img(plot_png)}'>"]
+    if part_png:
+        doc.append(f"<h2>Partitions of the trained DART-N model (seed 0)</h2><img src='{_img(part_png)}'>")
+    tmp = path + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w") as f:
+        f.write("\n".join(doc))
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--measures", nargs="+", required=True)
+    ap.add_argument("--roles", nargs="+", required=True)
+    ap.add_argument("--partition-run", default=None)
+    ap.add_argument("--outdir", required=True)
+    ap.add_argument("--html", required=True)
+    args = ap.parse_args(argv)
+    if len(args.measures) != len(args.roles) or not set(args.roles) <= set(ROWS):
+        raise SystemExit(f"--roles must name one of {', '.join(ROWS)} per measure")
+    measures = []
+    for p in args.measures:
+        with open(p) as f:
+            measures.append(json.load(f))
+    os.makedirs(args.outdir, exist_ok=True)
+    rows = summarise(measures, args.roles)
+    ver = verdicts(rows)
+    write_csv(rows, os.path.join(args.outdir, "summary.csv"))
+    write_csv(ver, os.path.join(args.outdir, "verdicts.csv"))
+    plot_png = os.path.join(args.outdir, "top1_vs_gmacs.png")
+    plot(rows, measures, args.roles, plot_png)
+    part_png = None
+    if args.partition_run:
+        part_png = os.path.join(args.outdir, "partitions.png")
+        partition_figure(args.partition_run, part_png)
+    write_html(rows, ver, plot_png, part_png, args.html)
+    for v in ver:
+        print(f"{v['verdict']:>14}: {v['claim']} -- {v['numbers']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
