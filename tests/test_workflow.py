@@ -311,24 +311,26 @@ def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
     make_up_to_date(deployment)
     cfg = default_config()
     for row in cfg["experiments"]:
-        if row["id"] == "toy_cls_dart":
+        if row["id"] == "toy_seg_dart":
             row["overrides"] = {"train.lr": 0.002}
     (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     r = snakemake("-n", cwd=deployment)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     counts = job_counts(out)
-    # the run, its evaluation and its partition pictures; the sweep measures the same model
-    assert counts == {"train": 1, "evaluate": 1, "partitions": 1, "aggregate": 1, "report": 1, "all": 1}, counts
-    assert "runs/toy/toy_cls_dart/seed0/metrics.json" in out
-    tracked = yaml.safe_load((deployment / "results/toy/config/runs/toy_cls_dart/seed0.yaml").read_text())
+    # the run and its evaluation; nothing else reads it
+    assert counts == {"train": 1, "evaluate": 1, "aggregate": 1, "report": 1, "all": 1}, counts
+    assert "runs/toy/toy_seg_dart/seed0/metrics.json" in out
+    tracked = yaml.safe_load((deployment / "results/toy/config/runs/toy_seg_dart/seed0.yaml").read_text())
     assert tracked["train"]["lr"] == 0.002
 
     # a scale-wide setting touches every run of the scale (and nothing is counted again)
     cfg["scales"]["toy"]["train_overrides"] = {"train.epochs": 3}
     (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     counts = job_counts(snakemake("-n", cwd=deployment).stdout)
-    assert counts["train"] == counts["evaluate"] == 6 and "complexity" not in counts and "toy_data" not in counts
+    # 8 experiments evaluated on seed 0; the claim's 4 roles also train seeds 1 and 2
+    assert counts["train"] == 16 and counts["evaluate"] == 8
+    assert counts["claim_measure"] == 12 and "complexity" not in counts and "toy_data" not in counts
 
 
 def test_a_changed_setting_trains_afresh(tmp_path):

@@ -13,10 +13,12 @@ rule claim_measure:
     output:
         f"results/{SCALE}/claim/measure/{{exp}}/seed{{seed}}.json",
     params:
-        script=str(CLAIM_SCRIPTS / "claim_measure.py"),
+        script=str(WORKFLOW_DIR / "scripts" / "claim_measure.py"),
         run=lambda wc, input: str(Path(input.metrics).parent),
     log:
         f"results/logs/{SCALE}/claim/measure_{{exp}}_seed{{seed}}.log",
+    benchmark:
+        f"results/{SCALE}/benchmarks/claim_measure/{{exp}}_seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -35,10 +37,12 @@ rule claim_tome:
     output:
         f"results/{SCALE}/claim/tome/seed{{seed}}.json",
     params:
-        script=str(CLAIM_SCRIPTS / "claim_measure.py"),
+        script=str(WORKFLOW_DIR / "scripts" / "claim_measure.py"),
         run=lambda wc, input: str(Path(input.grid).parent),
     log:
         f"results/logs/{SCALE}/claim/tome_seed{{seed}}.log",
+    benchmark:
+        f"results/{SCALE}/benchmarks/claim_tome/seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -59,12 +63,14 @@ rule claim_report:
         summary=f"results/{SCALE}/claim/summary.csv",
         verdicts=f"results/{SCALE}/claim/verdicts.csv",
     params:
-        script=str(CLAIM_SCRIPTS / "claim_report.py"),
+        script=str(WORKFLOW_DIR / "scripts" / "claim_report.py"),
         roles=lambda wc: " ".join(claim_measures()[1]),
         outdir=lambda wc, output: str(Path(output.summary).parent),
         partition_run=lambda wc: f"runs/{SCALE}/{CLAIM_ROLES['dart_n']}/seed{CLAIM_SEEDS[0]}",
     log:
         f"results/logs/{SCALE}/claim/report.log",
+    benchmark:
+        f"results/{SCALE}/benchmarks/claim_report/report.tsv"
     threads: 1
     resources:
         mem_mb=4000,

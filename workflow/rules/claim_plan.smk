@@ -4,7 +4,6 @@ CLAIM = SETTINGS.get("claim") or None
 CLAIM_SEEDS = list(CLAIM["seeds"]) if CLAIM else []
 CLAIM_ROLES = dict(CLAIM["roles"]) if CLAIM else {}
 CLAIM_TOME = bool(CLAIM.get("tome", True)) if CLAIM else False
-CLAIM_SCRIPTS = Path(workflow.basedir) / "scripts"
 
 if CLAIM:
     _missing = [e for e in CLAIM_ROLES.values() if e not in TRAINED]

@@ -70,7 +70,12 @@ except (plan.PlanError, ValueError) as err:
 
 
 def run_config(wildcards):
-    return RUN_CONFIGS[(wildcards.exp, int(wildcards.seed))]
+    key = (wildcards.exp, int(wildcards.seed))
+    if key not in RUN_CONFIGS:  # a seed outside `seeds` (the claim's extra seeds)
+        eid, seed = key
+        RUN_CONFIGS[key] = tracked(f"runs/{eid}/seed{seed}",
+                                   plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO))
+    return RUN_CONFIGS[key]
 
 
 def data_settings(wildcards):
