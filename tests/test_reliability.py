@@ -16,14 +16,6 @@ TINY = ["data.toy.train_size=32", "data.toy.val_size=16", "data.img_size=32",
         "train.epochs=1", "train.batch_size=16", "train.warmup_epochs=0", "eval.batch_size=16", "train.threads=1"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det)
-
-
 def tiny(tmp_path, run="run", *extra):
     return [f"data.root={tmp_path / 'toy'}", *TINY, f"output_dir={tmp_path / run}", *extra]
 
@@ -248,16 +240,22 @@ def test_a_run_checkpoint_missing_its_keys_is_named(tmp_path, trained, capsys):
     _one_line_error(capsys.readouterr().err, str(path), "optimizer")
 
 
+def write_image_folder(root, per_class):
+    """A tiny ImageFolder: train/ and val/ with classes a and b of flat 16-px PNGs."""
+    from PIL import Image
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
+
+
 def test_decompression_bomb_is_skipped_like_any_unreadable_file(tmp_path, monkeypatch):
     from PIL import Image
 
     from dart.data import SkipLog, build_datasets, collate
-    for split in ("train", "val"):
-        for c in ("a", "b"):
-            d = tmp_path / "imgs" / split / c
-            d.mkdir(parents=True)
-            for i in range(2):
-                Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
+    write_image_folder(tmp_path / "imgs", per_class=2)
     Image.new("L", (200, 200)).save(tmp_path / "imgs" / "val" / "a" / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 200x200 > 2x the limit: PIL's bomb error
     _, val, _ = build_datasets(load_config(None, ["data.kind=imagefolder", f"data.root={tmp_path / 'imgs'}",
@@ -331,16 +329,9 @@ def _ade(root, n=3, size=24):
 
 
 def test_evaluate_strict_data_error_is_exit_2(tmp_path, capsys):
-    from PIL import Image
-
     from dart.evaluate import main as evaluate
     from dart.train import main as train
-    for split in ("train", "val"):
-        for c in ("a", "b"):
-            d = tmp_path / "imgs" / split / c
-            d.mkdir(parents=True)
-            for i in range(4):
-                Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
+    write_image_folder(tmp_path / "imgs", per_class=4)
     (tmp_path / "imgs" / "val" / "a" / "broken.png").write_bytes(b"not a png")
     over = ["data.kind=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.num_classes=2", "data.img_size=16",
             "model.name=deit_tiny_patch16_224", "model.kwargs={patch_size: 8, embed_dim: 16, depth: 1, num_heads: 2}",

@@ -86,20 +86,29 @@ CASES = [  # (batch, dim, d_state, length, B/C kind, groups)
 ]
 
 
+def _with_grads(args, extras):
+    args = [a.clone().requires_grad_() for a in args]
+    extras = {k: (v.clone().requires_grad_() if torch.is_tensor(v) else v) for k, v in extras.items()}
+    return args, extras, list(args) + [v for v in extras.values() if torch.is_tensor(v)]
+
+
+def assert_scans_agree(scan, reference, args, extras, tol=TOL):
+    """Output and the gradients of every input of `scan` equal those of `reference`."""
+    a1, e1, leaves1 = _with_grads(args, extras)
+    a2, e2, leaves2 = _with_grads(args, extras)
+    y, y_ref = scan(*a1, **e1), reference(*a2, **e2)
+    torch.testing.assert_close(y, y_ref, **tol)
+    w = torch.randn_like(y)
+    grads = torch.autograd.grad((y * w).sum(), leaves1)
+    grads_ref = torch.autograd.grad((y_ref * w).sum(), leaves2)
+    for gr, gr_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(gr, gr_ref, **tol)
+
+
 @pytest.mark.parametrize("b,d,n,length,bc,groups", CASES)
 def test_scan_matches_sequential_reference(b, d, n, length, bc, groups):
     args, extras = make_inputs(b, d, n, length, bc, groups, seed=length)
-    args = [a.requires_grad_() for a in args]
-    extras = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in extras.items()}
-    y = selective_scan_torch(*args, **extras)
-    y_ref = sequential_scan(*args, **extras)
-    torch.testing.assert_close(y, y_ref, **TOL)
-    leaves = list(args) + [v for v in extras.values() if torch.is_tensor(v)]
-    w = torch.randn_like(y)
-    grads = torch.autograd.grad((y * w).sum(), leaves)
-    grads_ref = torch.autograd.grad((y_ref * w).sum(), leaves)
-    for gr, gr_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(gr, gr_ref, **TOL)
+    assert_scans_agree(selective_scan_torch, sequential_scan, args, extras)
 
 
 def test_scan_without_extras_and_strong_decay():
@@ -219,23 +228,9 @@ def test_backend_is_visible(caplog):
 
 
 # --------------------------------------------------------------------------- compiled CPU scan
-def _with_grads(args, extras):
-    args = [a.clone().requires_grad_() for a in args]
-    extras = {k: (v.clone().requires_grad_() if torch.is_tensor(v) else v) for k, v in extras.items()}
-    return args, extras, list(args) + [v for v in extras.values() if torch.is_tensor(v)]
-
-
 def assert_numba_matches_torch(args, extras, tol=TOL):
     """Output and the gradients of every input: compiled kernels vs the PyTorch scan."""
-    a1, e1, leaves1 = _with_grads(args, extras)
-    a2, e2, leaves2 = _with_grads(args, extras)
-    y, y_ref = selective_scan_numba(*a1, **e1), selective_scan_torch(*a2, **e2)
-    torch.testing.assert_close(y, y_ref, **tol)
-    w = torch.randn_like(y)
-    grads = torch.autograd.grad((y * w).sum(), leaves1)
-    grads_ref = torch.autograd.grad((y_ref * w).sum(), leaves2)
-    for gr, gr_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(gr, gr_ref, **tol)
+    assert_scans_agree(selective_scan_numba, selective_scan_torch, args, extras, tol)
 
 
 def test_numba_kernels_are_ready():

@@ -24,14 +24,6 @@ def tiny(tmp_path, run, *extra):
             f"output_dir={tmp_path / run}", *extra]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det)
-
-
 def run_cli(args, env_extra=None):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "dart.train", *args], cwd=ROOT, env=env,

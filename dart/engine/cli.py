@@ -26,25 +26,24 @@ def user_error(prog: str, err: BaseException | str) -> int:
     return USER_ERROR
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a batch size of 0 measures nothing)."""
+def _int_at_least(text: str, minimum: int, rule: str) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} {rule}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size of 0 measures nothing)."""
+    return _int_at_least(text, 1, "must be a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return v
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0, "must not be negative")
 
 
 def check_writable(path: str, what: str = "--out") -> None:
