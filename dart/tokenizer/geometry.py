@@ -148,6 +148,15 @@ def resample_pos_embed(pos_embed: Tensor, row_bounds: Tensor, patch_bounds: Tens
     return ((integral[:, 1:] - integral[:, :-1]) / width).to(table.dtype)
 
 
+def band_of(bound: Tensor, grid: int, rows: int, enters: bool = True) -> Tensor:
+    """Band index (long) of positions along the raster sequence. A position a rounding error from a
+    band edge counts in the band it enters (a patch start) or, with enters=False, the one it
+    leaves (a patch end)."""
+    tol = 1e-7 * grid
+    shifted = bound + tol if enters else bound - tol
+    return torch.div(shifted, grid, rounding_mode="floor").clamp(0, rows - 1).long()
+
+
 def patch_rects(row_bounds: Tensor, patch_bounds: Tensor, grid: int, height: int, width: int) -> Tensor:
     """Rectangles of each patch in input pixels, (B, N, K, 4) as (x0, y0, x1, y1).
 
@@ -158,10 +167,8 @@ def patch_rects(row_bounds: Tensor, patch_bounds: Tensor, grid: int, height: int
     """
     rows = row_bounds.shape[1] - 1
     start, end = patch_bounds[:, :-1], patch_bounds[:, 1:]
-    # a bound a rounding error past a band edge belongs to the band it enters / leaves
-    tol = 1e-7 * grid
-    first = torch.div(start + tol, grid, rounding_mode="floor").clamp(0, rows - 1).long()
-    last = torch.div(end - tol, grid, rounding_mode="floor").clamp(0, rows - 1).long()
+    first = band_of(start, grid, rows)
+    last = band_of(end, grid, rows, enters=False)
     last = torch.maximum(first, last)
     pieces = int((last - first).max().item()) + 1 if start.numel() else 1
     band = first[..., None] + torch.arange(pieces, device=start.device)  # (B, N, K)
@@ -180,6 +187,6 @@ def patch_rects(row_bounds: Tensor, patch_bounds: Tensor, grid: int, height: int
 def patches_per_band(patch_bounds: Tensor, rows: int, grid: int) -> Tensor:
     """(B, rows) number of patches whose interval starts in each band (how tokens flow between rows)."""
     start = patch_bounds[:, :-1]
-    band = torch.div(start + 1e-7 * grid, grid, rounding_mode="floor").clamp(0, rows - 1).long()
+    band = band_of(start, grid, rows)
     counts = torch.zeros(start.shape[0], rows, dtype=torch.long, device=start.device)
     return counts.scatter_add_(1, band, torch.ones_like(band))

@@ -65,7 +65,8 @@ class DART(nn.Module):
                  num_tokens: int = 196, score_grid: int = 14, scorer: str | nn.Module = "cnn",
                  scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
                  score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
-                 sampling: str = "centred", quantile_eps: float = geometry.REFERENCE_EPS, norm_layer: Optional[type] = None, bias: bool = True):
+                 sampling: str = "centred", quantile_eps: float = geometry.REFERENCE_EPS,
+                 norm_layer: Optional[type] = None, bias: bool = True):
         super().__init__()
         self.img_size = _pair(img_size)
         self.patch_size = patch_size

@@ -16,7 +16,7 @@ def sampling_grid(row_bounds: Tensor, patch_bounds: Tensor, grid: int, patch_siz
 
     convention="centred": pixel (v, u) of patch k sits at the centre of the u-th of P equal steps
     along the patch's raster interval and of the v-th of P steps across the height of the band the
-    point falls in ((t + 0.5) / P, align_corners=align_corners(convention)).
+    point falls in ((t + 0.5) / P, align_corners=False).
     convention="reference": the official code's left-aligned steps t / P from the start of the band
     and of the patch interval, read as pixel indices (align_corners=True; needs `img_size`).
     Coordinates are computed in the bounds' dtype and rounded once to `dtype`.
