@@ -266,6 +266,28 @@ def test_numba_scan_extreme_steps(scale):
     assert_numba_matches_torch(args, extras)
 
 
+@pytest.mark.parametrize("length,delta_range", [(1296, None), (61, 40.0)])
+def test_fused_inference_kernel(length, delta_range):
+    """Without autograd one kernel does softplus, D skip and z gate too: exact against the
+    sequential reference with the strided (batch, dim, L) views the mixer passes (dt transposed
+    from a linear's output, z a half of xz), at L = 1296, and over softplus's whole range (delta +
+    bias from -40 to 40, where log1p(exp(x)) has a tiny, a curved and a linear part)."""
+    (u, delta, A, B, C), extras = make_inputs(2, 5, 16, length, seed=21)
+    if delta_range:
+        g = torch.Generator().manual_seed(0)
+        delta = torch.linspace(-delta_range, delta_range, delta.numel())[torch.randperm(delta.numel(), generator=g)]
+        delta = delta.reshape(u.shape)
+        softplus = F.softplus(delta + extras["delta_bias"][:, None])
+        assert softplus.min() < 1e-16 and softplus.max() > 39  # the range really is covered
+    delta_t = delta.transpose(1, 2).contiguous().transpose(1, 2)  # strided like dt in the mixer
+    z = torch.cat([u, extras["z"]], dim=1)[:, 5:]  # a non-contiguous half, as in the mixer
+    assert not delta_t.is_contiguous() and not z.is_contiguous()
+    extras = dict(extras, z=z)
+    with torch.no_grad():
+        y = selective_scan_numba(u, delta_t, A, B, C, **extras)
+        torch.testing.assert_close(y, sequential_scan(u, delta, A, B, C, **extras), **TOL)
+
+
 def test_numba_scan_bfloat16_and_threads():
     """Half-precision inputs compute in fp32 like the PyTorch path; several threads give the same
     numbers as one (each work item owns its outputs and partial sums)."""

@@ -311,12 +311,22 @@ def selective_scan_numba(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
                          D: Optional[Tensor] = None, z: Optional[Tensor] = None,
                          delta_bias: Optional[Tensor] = None, delta_softplus: bool = False) -> Tensor:
     """The same computation as `selective_scan_torch` with the recurrence (forward and backward)
-    in compiled CPU kernels (`scan_numba.py`); softplus, D skip and z gate stay in PyTorch."""
-    from .scan_numba import NumbaScan
+    in compiled CPU kernels (`scan_numba.py`). Without autograd one fused kernel also does the
+    softplus, the D skip and the z gate; with it, those stay in PyTorch around the compiled core."""
+    from .scan_numba import NumbaScan, scan_fused_inference
 
     dtype_in = u.dtype
-    uf, dt = _inputs_fp32(u, delta, delta_bias, delta_softplus)
     dim = u.shape[1]
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                            for t in (u, delta, A, B, C, D, z, delta_bias))):
+        zeros = u.new_zeros(dim, dtype=torch.float32)
+        y = scan_fused_inference(delta.float(), u.float(), A.float().contiguous(), _bc_kernel_layout(B, dim),
+                                 _bc_kernel_layout(C, dim),
+                                 zeros if delta_bias is None else delta_bias.float().contiguous(),
+                                 zeros if D is None else D.float().contiguous(),
+                                 None if z is None else z.float(), delta_softplus)
+        return y.to(dtype_in)
+    uf, dt = _inputs_fp32(u, delta, delta_bias, delta_softplus)
     y = NumbaScan.apply(dt.contiguous(), uf.contiguous(), A.float().contiguous(),
                         _bc_kernel_layout(B, dim), _bc_kernel_layout(C, dim))
     return _skip_and_gate(y, uf, D, z).to(dtype_in)
