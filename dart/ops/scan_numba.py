@@ -136,9 +136,12 @@ def _forward_fused(delta, bias, u, A, B, C, D, z, y, softplus, use_z):
         dts = np.empty(L, np.float32)
         acc_t = np.empty(L, np.float32)
         bd = bias[di]
-        for t in range(L):  # vectorised over t
-            x = delta[bi, di, t] + bd
-            dts[t] = _softplus(x) if softplus else x
+        if softplus:  # branches outside the loops over t, which then vectorise
+            for t in range(L):
+                dts[t] = _softplus(delta[bi, di, t] + bd)
+        else:
+            for t in range(L):
+                dts[t] = delta[bi, di, t] + bd
         h = np.zeros(N, np.float32)
         for t in range(L):  # the recurrence, vectorised over the N states
             tt = t if t_varies else 0
@@ -151,12 +154,13 @@ def _forward_fused(delta, bias, u, A, B, C, D, z, y, softplus, use_z):
                 acc += hn * C[bb, gi, tt, n]
             acc_t[t] = acc
         dd = D[di]
-        for t in range(L):  # skip and gate, vectorised over t
-            out = acc_t[t] + dd * u[bi, di, t]
-            if use_z:
+        if use_z:  # skip and gate
+            for t in range(L):
                 zt = z[bi, di, t]
-                out = out * zt / (np.float32(1.0) + _exp(-zt))
-            y[bi, di, t] = out
+                y[bi, di, t] = (acc_t[t] + dd * u[bi, di, t]) * zt / (np.float32(1.0) + _exp(-zt))
+        else:
+            for t in range(L):
+                y[bi, di, t] = acc_t[t] + dd * u[bi, di, t]
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"})
@@ -176,41 +180,62 @@ def _backward(dt, u, A, B, C, gy, ddt, du, dA_part, dB_part, dC_part):
         c0 = gi * per_group + (blk * per_group) // blocks
         c1 = gi * per_group + ((blk + 1) * per_group) // blocks
         hs = np.zeros((L + 1, N), np.float32)  # hs[t + 1] = h_t; hs[0] = 0
-        decay = np.empty((L, N), np.float32)
         g = np.empty(N, np.float32)
         gA = np.empty(N, np.float32)
+        gt = np.empty(N, np.float32)
+        h = np.empty(N, np.float32)
+        dec = np.empty(N, np.float32)
+        # this item's partial sums of dB, dC, written back at the end
+        dB_acc = np.zeros((dB_part.shape[3], N), np.float32)
+        dC_acc = np.zeros((dB_part.shape[3], N), np.float32)
         for di in range(c0, c1):
+            Ad = A[di]
+            h[:] = 0.0
             for t in range(L):  # recompute the states
                 tt = t if t_varies else 0
                 d = dt[bi, di, t]
                 dtu = d * u[bi, di, t]
+                # the state lives in h and is copied to hs: reading hs[t] while writing hs[t + 1] (two
+                # rows of one array) made this loop 4x slower, as LLVM cannot tell the rows apart
+                Bt, h1 = B[bb, gi, tt], hs[t + 1]
                 for n in range(N):
-                    a = _exp(d * A[di, n])
-                    decay[t, n] = a
-                    hs[t + 1, n] = a * hs[t, n] + dtu * B[bb, gi, tt, n]
+                    hn = _exp(d * Ad[n]) * h[n] + dtu * Bt[n]
+                    h[n] = hn
+                    h1[n] = hn
             g[:] = 0.0  # exp(dt_{t+1} A) g_{t+1}: what the future sends back to h_t
             gA[:] = 0.0
             for t in range(L - 1, -1, -1):
                 tt = t if t_varies else 0
                 d = dt[bi, di, t]
                 ut = u[bi, di, t]
+                dtu = d * ut
                 gyt = gy[bi, di, t]
+                Bt, Ct = B[bb, gi, tt], C[bb, gi, tt]
+                dBt, dCt = dB_acc[tt], dC_acc[tt]
+                h0, h1 = hs[t], hs[t + 1]
+                for n in range(N):  # recomputed: cheaper than storing an (L, N) table of decays
+                    dec[n] = _exp(d * Ad[n])
                 acc_dt = np.float32(0.0)
                 acc_du = np.float32(0.0)
                 for n in range(N):
-                    gn = g[n] + gyt * C[bb, gi, tt, n]
-                    dC_part[bi, gi, blk, tt, n] += gyt * hs[t + 1, n]
-                    dB_part[bi, gi, blk, tt, n] += gn * (d * ut)
-                    ga = gn * hs[t, n] * decay[t, n]  # dL/d(dt_t A_n)
-                    bn = B[bb, gi, tt, n]
-                    acc_dt += gn * ut * bn + ga * A[di, n]
+                    gn = g[n] + gyt * Ct[n]
+                    gt[n] = gn
+                    ga = gn * h0[n] * dec[n]  # dL/d(dt_t A_n)
+                    bn = Bt[n]
+                    acc_dt += gn * ut * bn + ga * Ad[n]
                     acc_du += gn * bn
                     gA[n] += ga * d
-                    g[n] = decay[t, n] * gn
+                for n in range(N):
+                    gn = gt[n]
+                    dCt[n] += gyt * h1[n]
+                    dBt[n] += gn * dtu
+                    g[n] = dec[n] * gn
                 ddt[bi, di, t] = acc_dt
                 du[bi, di, t] = acc_du * d
             for n in range(N):
                 dA_part[bi, di, n] = gA[n]
+        dB_part[bi, gi, blk] = dB_acc
+        dC_part[bi, gi, blk] = dC_acc
 
 
 def _use_torch_threads() -> int:
