@@ -77,12 +77,10 @@ def device_name(device: torch.device) -> str:
 
 
 def complexity(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict:
-    """params_m and gmacs via bench.complexity when it is importable; else params only."""
+    """params_m and gmacs (`dart.complexity`, the count `bench.complexity` prints)."""
+    from ..complexity import count_model
+
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
-    try:
-        from bench.complexity import count_model
-    except Exception:
-        return {"params_m": params_m, "gmacs": None}
     try:
         out = count_model(model, tuple(input_shape))
         return {"params_m": float(out.get("params_m", params_m)), "gmacs": out.get("gmacs")}
