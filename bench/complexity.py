@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 
-
 from dart.complexity import count_model, input_shape_of  # noqa: F401  (the counting lives in the library)
 from dart.engine.checkpoint import normal_mode
 from dart.engine.cli import check_writable, user_error
