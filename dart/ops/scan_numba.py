@@ -23,7 +23,9 @@ bits), which LLVM vectorises over the N states; libm's scalar expf is not vector
 Intel's SVML and would take most of the time. Relative error within a few fp32 ulps. Two details
 keep the loop vectorisable (8x faster on AVX2 than a table of powers of two and `math.floor`): no
 gather (2^k is a bit pattern, not a table entry) and no int64 (`np.floor` stays fp32, and fp32 to
-int32 is one vector instruction where int64 to fp32 has none on AVX2).
+int32 is one vector instruction where int64 to fp32 has none on AVX2). The kernels use numpy's error
+model: Python's, numba's default, checks every division for zero, and that branch kept the softplus
+and gate loops (which divide) from vectorising.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def _f32_from_bits(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
-@njit(inline="always", fastmath={"contract"})
+@njit(inline="always", fastmath={"contract"}, error_model="numpy")
 def _exp(x):
     """exp(x) for fp32 x: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial (degree 7:
     truncation error < 1e-8 relative), times 2^k made from its exponent bits. NaN stays NaN (the clamp passes it through)."""
@@ -72,7 +74,7 @@ def _exp(x):
     return p * _f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"})
+@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _forward(dt, u, A, B, C, y):
     nb, nd, L = u.shape
     N = A.shape[1]
@@ -100,7 +102,7 @@ _LOG1P_TERMS = [np.float32(2.0 / (2 * i + 1)) for i in range(9)]
 _L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8 = _LOG1P_TERMS
 
 
-@njit(inline="always", fastmath={"contract"})
+@njit(inline="always", fastmath={"contract"}, error_model="numpy")
 def _softplus(x):
     """log(1 + exp(x)) = max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1]. log1p(e) = 2 atanh(s) with
     s = e / (2 + e) in (0, 1/3], by its series to s^17 (relative error < 1e-9): no 1 + e is formed,
@@ -119,7 +121,7 @@ def _softplus(x):
     return max(x, np.float32(0.0)) + q * s
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"})
+@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _forward_fused(delta, bias, u, A, B, C, D, z, y, softplus, use_z):
     """The whole inference scan in one pass per (batch, channel): dt = softplus(delta + bias) (or
     delta + bias), the recurrence, then y = (sum_n C h + D u) * silu(z) (without the gate when not
@@ -163,7 +165,7 @@ def _forward_fused(delta, bias, u, A, B, C, D, z, y, softplus, use_z):
                 y[bi, di, t] = acc_t[t] + dd * u[bi, di, t]
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"})
+@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _backward(dt, u, A, B, C, gy, ddt, du, dA_part, dB_part, dC_part):
     """ddt, du (b, d, L); dA_part (b, d, N); dB_part, dC_part (b, G, blocks, Lb, N): sums over the
     channels of one block of a group (and over time when Lb is 1)."""
