@@ -250,6 +250,7 @@ def test_smoke_cells_are_not_results_and_gpu_speed_gets_a_verdict(tmp_path):
     cmp_ = pd.read_csv(paths["comparison"])
     cell = cmp_[(cmp_["model"] == "dart_deit_small_patch16_224_392") & (cmp_["metric"] == "top1")].iloc[0]
     assert cell["verdict"] == "smoke: not a result" and cell["evidence"] == "smoke run"
+    assert pd.isna(cell["delta"])  # no difference is shown for a number two steps on fake data made
     claims = pd.read_csv(paths["claims"])
     assert set(claims.loc[claims["quantity"].str.startswith("throughput"), "verdict"]) == {"smoke: not a result"}
 

@@ -228,7 +228,7 @@ def comparison_table(published: pd.DataFrame, complexity: pd.DataFrame, runs: pd
                 if metric == "patches":
                     v = ""  # the model name fixes the token count: nothing to reproduce
                 elif metric == "top1" and smoke and v in (MATCH, DIFF):
-                    v = SMOKE
+                    delta, v = math.nan, SMOKE  # two steps on fake data: a difference means nothing
             out.append({"table": pub["table"], "row": i, "model": pub["model"],
                         "model_kwargs": pub["model_kwargs"], "backbone": pub["backbone"],
                         "tokenizer": pub.get("tokenizer"), "scorer": pub.get("scorer"),
