@@ -99,6 +99,20 @@ def test_std_floor_keeps_small_spreads_and_zero_gives_plain_standardisation():
     assert torch.allclose(score_activation(big), score_activation(big, std_floor=0.0), atol=1e-5)
 
 
+def test_no_standardisation_lets_a_small_region_reach_the_gates_full_contrast():
+    """Standardised logits cap a 4-of-64-cell peak at about 2x the rest (z near 0 off the peak);
+    score_norm='none' passes the logits to the gate as they are, up to its 1.1 / 0.1 = 11x."""
+    from dart.tokenizer import score_activation
+    logits = torch.full((1, 8, 8), -20.0)
+    logits[0, :2, :2] = 20.0
+    for norm in ("image", "batch"):
+        s = score_activation(logits, norm)
+        assert 1.5 < float(s.max() / s.min()) < 2.5
+    s = score_activation(logits, "none")
+    assert torch.allclose(s, torch.sigmoid(logits) + 0.1)
+    assert float(s.max() / s.min()) > 10.9
+
+
 def randomize_head(tok):
     torch.nn.init.normal_(tok.scorer.head.fc2.weight, std=1.0)
 
