@@ -236,12 +236,16 @@ def write_html(rows, verdict_rows, plot_png, part_png, path: str) -> None:
            "<h1>The resolution claim at toy scale</h1>",
            "<p>Toy <code>detail</code> set (docs/engine.md): the class is a 1-px pattern that a 2x "
            "downsampling averages away. Every number is validation top-1 (the toy sets have no other "
-           "held-out split; nothing was tuned per model: all runs share one recipe). gmacs column in MMACs.</p>",
+           "held-out split; nothing was tuned per model: all runs share one recipe). gmacs column in MMACs. "
+           "tokens_on_detail: the tokens a DART partition spends on the pattern (patch area shares inside its "
+           "box), against tokens_on_detail_grid for a grid of the same N. Why DART-N does not find the pattern "
+           "here: docs/engine.md, 'DART on the detail set'.</p>",
            "<h2>Verdicts</h2>", _table(verdict_rows, ["claim", "verdict", "numbers", "split"]),
            "<h2>Runs (mean +- std over seeds)</h2>", _table(shown, cols),
            f"<h2>Top-1 vs cost</h2><img src='{_img(plot_png)}'>"]
     if part_png:
-        doc.append(f"<h2>Partitions of the trained DART-N model (seed 0)</h2><img src='{_img(part_png)}'>")
+        doc.append(f"<h2>Partitions of the trained DART-N model (seed 0; dashed: the pattern)</h2>"
+                   f"<img src='{_img(part_png)}'>")
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(tmp, "w") as f:
