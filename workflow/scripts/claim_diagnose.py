@@ -2,6 +2,7 @@
 
     python workflow/scripts/claim_diagnose.py oracle --norm none --seed 0 [--data-root DIR]
     python workflow/scripts/claim_diagnose.py grad RUN_DIR [RUN_DIR ...]
+    python workflow/scripts/claim_diagnose.py alias --tokens 16 32
 
 oracle: trains `toy_detail_dart` (its recipe: AdamW, its lr and weight decay, linear warm-up, cosine,
 its epochs and batch) with the scorer replaced by an oracle that knows where the pattern is: logits
@@ -12,6 +13,11 @@ validation top-1 per epoch: how well DART-N can do when it zooms as far as its g
 grad: the gradient of the training loss with respect to a trained run's scorer logits on its first
 256 validation images, on the pattern's score cells against the rest. A negative mean on the
 pattern's cells means a gradient step raises their scores (smaller patches there).
+
+alias: what DART's patches sample from a canvas filled with each 1-px pattern (+-1) when the scores
+are uniform (the untrained partition of `toy_detail_dart`'s geometry: 8x8 score grid, 8-px patches,
+64 px, centred sampling): mean |sample| per class and how far the classes' strips differ. 0 means the
+pattern averages away, as in the grid's 2x downsampled copy.
 """
 from __future__ import annotations
 
@@ -128,6 +134,22 @@ def grad(args) -> int:
     return 0
 
 
+def alias(args) -> int:
+    from dart.tokenizer import geometry, sampling
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    pats = {"hstripes": (yy % 2) * 2 - 1.0, "vstripes": (xx % 2) * 2 - 1.0, "checker": ((xx + yy) % 2) * 2 - 1.0}
+    for n in args.tokens:
+        rb, pb, _ = geometry.partition(torch.ones(1, 8, 8, dtype=torch.float64), n)
+        grid = sampling.sampling_grid(rb, pb, 8, 8, convention="centred")
+        strips = {k: sampling.sample_patches(v[None, None], grid)[0, 0] for k, v in pats.items()}
+        rows = rb.shape[1] - 1
+        amp = ", ".join(f"{k} {float(v.abs().mean()):.3f}" for k, v in strips.items())
+        diff = min(float((strips[a] - strips[b]).abs().mean()) for a in strips for b in strips if a < b)
+        print(f"N={n}: {rows} bands of {64 / rows:.2f} px, patches {64 * rows / n:.2f} px long; mean |sample| "
+              f"{amp}; smallest mean difference between two classes' strips {diff:.3f}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -138,10 +160,12 @@ def main(argv=None) -> int:
     o.add_argument("--data-root", default=None)
     gr = sub.add_parser("grad", help="scorer gradient on the pattern's cells of trained runs")
     gr.add_argument("runs", nargs="+")
+    al = sub.add_parser("alias", help="what uniform DART partitions sample from the 1-px patterns")
+    al.add_argument("--tokens", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    return oracle(args) if args.cmd == "oracle" else grad(args)
+    return {"oracle": oracle, "grad": grad, "alias": alias}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -239,7 +239,9 @@ def write_html(rows, verdict_rows, plot_png, part_png, path: str) -> None:
            "held-out split; nothing was tuned per model: all runs share one recipe). gmacs column in MMACs. "
            "tokens_on_detail: the tokens a DART partition spends on the pattern (patch area shares inside its "
            "box), against tokens_on_detail_grid for a grid of the same N. Why DART-N does not find the pattern "
-           "here: docs/engine.md, 'DART on the detail set'.</p>",
+           "here, and why DART-2N can leave chance without adapting (its uniform 6-band layout samples the "
+           "1-px pattern at 1.33 x 1.5 px steps: an alias, where DART-N's exact 2-px steps average it "
+           "away): docs/engine.md, 'DART on the detail set'.</p>",
            "<h2>Verdicts</h2>", _table(verdict_rows, ["claim", "verdict", "numbers", "split"]),
            "<h2>Runs (mean +- std over seeds)</h2>", _table(shown, cols),
            f"<h2>Top-1 vs cost</h2><img src='{_img(plot_png)}'>"]
