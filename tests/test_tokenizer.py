@@ -111,6 +111,12 @@ def test_no_standardisation_lets_a_small_region_reach_the_gates_full_contrast():
     s = score_activation(logits, "none")
     assert torch.allclose(s, torch.sigmoid(logits) + 0.1)
     assert float(s.max() / s.min()) > 10.9
+    # a tokenizer with it, zero logits (a zero-initialised head): the grid
+    tok = DART(img_size=64, patch_size=8, num_tokens=16, embed_dim=8, score_grid=8, score_norm="none")
+    assert torch.equal(score_activation(torch.zeros(1, 8, 8), "none"), torch.full((1, 8, 8), 0.6))
+    _, part = tok(torch.rand(1, 3, 64, 64), scores=score_activation(torch.zeros(1, 8, 8), "none"),
+                  return_partition=True)
+    assert torch.allclose(part.patch_bounds, torch.linspace(0, 32, 17, dtype=torch.float64)[None])
 
 
 def randomize_head(tok):
