@@ -256,7 +256,8 @@ def make_detail(rng: np.random.Generator, n: int, canvas: int = 64, num_classes:
     if not 2 <= num_classes <= len(DETAIL_NAMES):
         raise ValueError(f"toy detail has 2..{len(DETAIL_NAMES)} classes, got {num_classes}")
     if glyph % 2 or frame % 2 or glyph < 8:
-        raise ValueError(f"toy detail needs an even glyph (>= 8) and frame, got glyph={glyph} frame={frame}")
+        raise ValueError(f"toy detail needs an even glyph (>= 8: the taper takes 3 px at each end) and an even "
+                         f"frame, got glyph={glyph} frame={frame}")
     labels = rng.integers(0, num_classes, n).astype(np.uint8)
     xs = np.empty((n, canvas, canvas, 3), np.uint8)
     boxes = np.empty((n, 4), np.int16)
