@@ -8,6 +8,8 @@
   area), one value per band, and band_height_cv: spread of the band heights;
 - score_ratio: an image's highest score over its lowest, averaged over images (1 for flat scores);
   score_cv: std / mean of the scores.
+`tokens_in_box(rects, boxes)`: the tokens a partition spends on a known region (the toy `detail`
+set's pattern), against N * its area share for the grid.
 
 Patches may consist of any number K >= 1 of rectangle pieces (`rects` (B, N, K, 4) as x0, y0, x1,
 y1; zero-area pieces are padding).
@@ -38,6 +40,20 @@ def patch_bands(rects: Tensor, row_bounds: Tensor, grid: int, height: int) -> Te
     cy = (piece[..., 1] + piece[..., 3]) / 2 * grid / height  # centre, in score-grid units
     inner = row_bounds[:, 1:-1].contiguous().to(cy.dtype)
     return torch.searchsorted(inner, cy.contiguous(), right=True)
+
+
+def tokens_in_box(rects: Tensor, boxes: Tensor) -> Tensor:
+    """How many tokens a partition spends on a box: the sum over patches of the share of each
+    patch's area inside the box, (B,). The grid spends N * box area / image area.
+
+    rects: (B, N, K, 4); boxes: (B, 4) x0, y0, x1, y1 in the rects' pixels."""
+    if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != rects.shape[0]:
+        raise ValueError(f"boxes must be (batch, 4) for {rects.shape[0]} images, got {tuple(boxes.shape)}")
+    b = boxes.to(rects.dtype)[:, None, None, :]
+    w = (torch.minimum(rects[..., 2], b[..., 2]) - torch.maximum(rects[..., 0], b[..., 0])).clamp_min(0)
+    h = (torch.minimum(rects[..., 3], b[..., 3]) - torch.maximum(rects[..., 1], b[..., 1])).clamp_min(0)
+    inside = (w * h).sum(-1)
+    return (inside / patch_areas(rects).clamp_min(1e-12)).sum(1)
 
 
 def partition_stats(part: Partition) -> dict:

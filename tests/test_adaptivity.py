@@ -2,7 +2,9 @@
 rectangle pieces per patch."""
 import torch
 
-from dart.adaptivity import partition_stats, patch_areas
+import pytest
+
+from dart.adaptivity import partition_stats, patch_areas, tokens_in_box
 from dart.tokenizer import DART
 
 
@@ -34,3 +36,16 @@ def test_peaked_scores_shrink_patches_where_they_peak():
 def test_any_number_of_pieces():
     rects = torch.tensor([[[[0, 0, 2, 2], [0, 2, 1, 3], [0, 0, 0, 0]]]], dtype=torch.float64)
     assert patch_areas(rects).tolist() == [[5.0]]
+
+
+def test_tokens_in_box_counts_area_shares():
+    grid = _part(torch.ones(2, 8, 8))
+    boxes = torch.tensor([[8.0, 8.0, 24.0, 24.0], [5.0, 3.0, 21.0, 19.0]])
+    # the grid's 16-px patches: N * the box's area share, wherever the box is
+    assert torch.allclose(tokens_in_box(grid.rects, boxes), torch.full((2,), 16 * 256 / 4096.0, dtype=torch.float64))
+    s = torch.ones(2, 8, 8)
+    s[:, 1:3, 1:3] = 20.0  # the cells under the first box
+    t = tokens_in_box(_part(s).rects, boxes)
+    assert t[0] > 3 and t[1] > 1.5  # a peak over the box gathers tokens on it
+    with pytest.raises(ValueError, match="boxes"):
+        tokens_in_box(grid.rects, boxes[:1])

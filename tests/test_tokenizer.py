@@ -99,6 +99,26 @@ def test_std_floor_keeps_small_spreads_and_zero_gives_plain_standardisation():
     assert torch.allclose(score_activation(big), score_activation(big, std_floor=0.0), atol=1e-5)
 
 
+def test_no_standardisation_lets_a_small_region_reach_the_gates_full_contrast():
+    """Standardised logits cap a 4-of-64-cell peak at about 2x the rest (z near 0 off the peak);
+    score_norm='none' passes the logits to the gate as they are, up to its 1.1 / 0.1 = 11x."""
+    from dart.tokenizer import score_activation
+    logits = torch.full((1, 8, 8), -20.0)
+    logits[0, :2, :2] = 20.0
+    for norm in ("image", "batch"):
+        s = score_activation(logits, norm)
+        assert 1.5 < float(s.max() / s.min()) < 2.5
+    s = score_activation(logits, "none")
+    assert torch.allclose(s, torch.sigmoid(logits) + 0.1)
+    assert float(s.max() / s.min()) > 10.9
+    # a tokenizer with it, zero logits (a zero-initialised head): the grid
+    tok = DART(img_size=64, patch_size=8, num_tokens=16, embed_dim=8, score_grid=8, score_norm="none")
+    assert torch.equal(score_activation(torch.zeros(1, 8, 8), "none"), torch.full((1, 8, 8), 0.6))
+    _, part = tok(torch.rand(1, 3, 64, 64), scores=score_activation(torch.zeros(1, 8, 8), "none"),
+                  return_partition=True)
+    assert torch.allclose(part.patch_bounds, torch.linspace(0, 32, 17, dtype=torch.float64)[None])
+
+
 def randomize_head(tok):
     torch.nn.init.normal_(tok.scorer.head.fc2.weight, std=1.0)
 

@@ -42,25 +42,77 @@ def test_detail_is_deterministic(tmp_path):
     assert xa.shape == (8, 64, 64, 3) and meta["classes"] == ["hstripes", "vstripes", "checker"]
 
 
+def _three_classes(**kw) -> np.ndarray:
+    """The same canvas (same generator state) with each of the three patterns, uint8 (3, H, W, 3)."""
+    return np.stack([toy._to_u8(toy.render_detail(np.random.default_rng(5), c, **kw)) for c in range(3)])
+
+
 def test_downsampling_erases_the_class_but_not_the_canvas():
     """The same canvas with each of the three patterns: far apart at full resolution, equal after the
-    2x downsampling everywhere but a one-pixel ring at the square's edge (the kernel's overhang)."""
-    imgs = [toy._to_u8(toy.render_detail(np.random.default_rng(5), c)) for c in range(3)]
-    imgs = np.stack(imgs)
+    2x downsampling everywhere, the square's edges included (the taper)."""
+    imgs = _three_classes()
     full = np.abs(imgs[:, None].astype(float) - imgs[None].astype(float)).max(-1)
     down = _down(imgs)
     diff = np.abs(down[:, None] - down[None]).max(-1)
     for i in range(3):
         for j in range(i + 1, 3):
-            changed = full[i, j] > 0
-            assert changed.sum() >= 16 * 16 // 4  # a quarter of the 16x16 pattern at least
-            ys, xs = np.nonzero(changed)
-            y0, y1, x0, x1 = ys.min() // 2, ys.max() // 2, xs.min() // 2, xs.max() // 2
-            inner = diff[i, j][y0 + 1:y1, x0 + 1:x1]  # the square's interior, downsampled
-            assert inner.size > 0 and inner.max() < 1.0  # < one grey level of 255
-            outside = diff[i, j].copy()
-            outside[y0 - 1:y1 + 2, x0 - 1:x1 + 2] = 0
-            assert outside.max() < 1e-3  # the rest of the canvas is the same
+            assert (full[i, j] > 32).sum() >= 10 * 10 // 2  # half the full-amplitude interior at least
+            assert diff[i, j].max() < 1.0  # < one grey level of 255, anywhere
+
+
+def test_without_the_taper_the_edges_leak_the_class():
+    """A hard-edged pattern leaks a class-dependent trace through the kernel's overhang."""
+    down = _down(_three_classes(taper=False))
+    assert np.abs(down[0] - down[1]).max() > 5.0
+
+
+def test_fixed_polarity_makes_the_first_row_the_brighter_one(tmp_path):
+    """fixed_polarity: in every image the pattern's "on" cells (row / column / cell parity 0 from the
+    box corner) are the brighter ones; without it, about half the images have them darker."""
+    def signs(fixed):
+        root = toy.generate("detail", str(tmp_path / f"p{fixed}"), seed=3,
+                            params={"train_size": 60, "val_size": 4, "fixed_polarity": fixed}, progress=False)
+        x, y, _ = toy.load_split(root, "train")
+        boxes = toy.load_boxes(root, "train")
+        out = []
+        for img, label, (x0, y0, x1, y1) in zip(x, y, boxes):
+            patch = img[y0 + 3:y1 - 3, x0 + 3:x1 - 3].astype(float).mean(-1)  # the full-amplitude interior
+            yy, xx = np.mgrid[3:y1 - y0 - 3, 3:x1 - x0 - 3]
+            on = [yy % 2 == 0, xx % 2 == 0, (xx + yy) % 2 == 0][int(label)]
+            out.append(np.sign(patch[on].mean() - patch[~on].mean()))
+        return np.array(out)
+    assert (signs(1) > 0).all()
+    assert 0.2 < (signs(0) > 0).mean() < 0.8
+
+
+def test_boxes_hold_the_pattern(tmp_path):
+    root = toy.generate("detail", str(tmp_path / "b"), seed=2, params={"train_size": 20, "val_size": 4},
+                        progress=False)
+    x, _, _ = toy.load_split(root, "train")
+    boxes = toy.load_boxes(root, "train")
+    assert boxes.shape == (20, 4) and ((boxes[:, 2:] - boxes[:, :2]) == 16).all()
+    strong = _alternation_map(x)
+    for m, (x0, y0, x1, y1) in zip(strong, boxes):
+        # counts of strong alternation in every 16x16 window: the richest one sits on the box (give or
+        # take the frame, whose edges alternate too)
+        c = np.pad(m.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        win = c[16:, 16:] - c[:-16, 16:] - c[16:, :-16] + c[:-16, :-16]
+        wy, wx = np.unravel_index(win.argmax(), win.shape)
+        assert win[y0, x0] >= 50 and abs(wy - y0) <= 4 and abs(wx - x0) <= 4
+    with pytest.raises(FileNotFoundError, match="detail"):
+        toy.load_boxes(str(tmp_path), "train")
+
+
+def _alternation_map(x: np.ndarray) -> np.ndarray:
+    """(n, H, W) pixels with a strong 1-px alternation across both neighbours, along y or x, in any
+    colour channel (the two colours differ by 0.35 on average over the channels, not in brightness)."""
+    t = np.asarray(x, dtype=np.float32) / 255
+    m = np.zeros(t.shape[:3], bool)
+    dy = np.abs(t[:, 2:] - 2 * t[:, 1:-1] + t[:, :-2]).max(-1)
+    dx = np.abs(t[:, :, 2:] - 2 * t[:, :, 1:-1] + t[:, :, :-2]).max(-1)
+    m[:, 1:-1] |= dy > 0.6
+    m[:, :, 1:-1] |= dx > 0.6
+    return m
 
 
 def test_tiny_detail_set_is_resolution_sensitive(tmp_path):
@@ -84,6 +136,18 @@ def test_detail_kind_is_a_classification_set(tmp_path):
     assert tuple(x.shape) == (3, 32, 32) and info["classes"][2] == "checker"  # 64-px canvas, 32-px input
     bad = load_config("toy_seg_grid", [f"data.root={tmp_path / 's'}", "data.toy.kind=detail"])
     with pytest.raises(ValueError, match="data.toy.kind"):
+        build_datasets(bad, progress=False)
+
+
+def test_generator_parameters_come_from_the_config(tmp_path):
+    import json
+    cfg = load_config("toy_detail_grid_low", [f"data.root={tmp_path / 'd'}", "data.toy.train_size=4",
+                                              "data.toy.val_size=4", "data.toy.params={taper: 0, fixed_polarity: 0}"])
+    build_datasets(cfg, progress=False)
+    params = json.loads((tmp_path / "d" / "meta.json").read_text())["params"]
+    assert params["taper"] == 0 and params["fixed_polarity"] == 0 and params["glyph"] == 16
+    bad = load_config("toy_detail_grid_low", [f"data.root={tmp_path / 'e'}", "data.toy.params={tapr: 0}"])
+    with pytest.raises(ValueError, match="tapr"):
         build_datasets(bad, progress=False)
 
 

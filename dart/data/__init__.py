@@ -55,7 +55,7 @@ def toy_params(cfg: dict) -> tuple[str, int, dict]:
     t = d.get("toy") or {}
     kind = t.get("kind") or TOY_FOR_TASK[cfg["task"]]
     params = {"num_classes": d["num_classes"], "canvas": t.get("canvas") or d["img_size"],
-              "train_size": t.get("train_size"), "val_size": t.get("val_size")}
+              "train_size": t.get("train_size"), "val_size": t.get("val_size"), **(t.get("params") or {})}
     if kind == "video":
         params["frames"] = d["num_frames"]
     return kind, int(t.get("seed", 0)), params

@@ -15,7 +15,8 @@ Three kinds, all "small sparse evidence in a large cluttered canvas" (docs/engin
 The generator is plain numpy driven by ``numpy.random.default_rng(seed)``: the same seed and
 parameters always give byte-identical arrays. Files in the cache directory:
 ``train_x.npy, train_y.npy, val_x.npy, val_y.npy`` (uint8) and ``meta.json`` (kind, seed,
-parameters, generator version, class names).
+parameters, generator version, class names); the ``detail`` set also keeps where its pattern is,
+``train_box.npy, val_box.npy`` (int16 x0, y0, x1, y1 in canvas pixels, for measuring partitions).
 
 Command line: ``python -m dart.data.toy --kind classification --out DIR --seed 0``.
 """
@@ -38,6 +39,8 @@ _log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2
 KINDS = ("classification", "segmentation", "video", "detail")
+# arrays a kind stores besides x and y (its generator returns them third, by name)
+EXTRA_ARRAYS = {"detail": ("box",)}
 # the task each kind is for (``detail`` is a classification set)
 TASK_OF_KIND = {"classification": "classification", "segmentation": "segmentation", "video": "video",
                 "detail": "classification"}
@@ -49,7 +52,7 @@ DEFAULTS: dict[str, dict] = {
     "segmentation": {"canvas": 64, "num_classes": 5, "train_size": 1000, "val_size": 200,
                      "glyph": 10, "copies": 4, "clutter": 8},
     "detail": {"canvas": 64, "num_classes": 3, "train_size": 2000, "val_size": 500, "glyph": 16,
-               "frame": 2, "clutter": 6},
+               "frame": 2, "clutter": 6, "fixed_polarity": 1, "taper": 1},
     "video": {"canvas": 32, "num_classes": 8, "train_size": 2000, "val_size": 200, "frames": 4,
               "glyph": 8, "clutter": 4},
 }
@@ -227,31 +230,58 @@ def _detail_pattern(cls: int, size: int) -> np.ndarray:
 
     Any 2x downsampling (2x2 mean, or the antialiased bilinear resize of the data loader, whose
     [1, 3, 3, 1]/8 kernel cancels a period-2 signal) maps all of them to the same flat colour, so
-    only the full-resolution interior tells the classes apart. (The square's edges leak a faint
-    trace through the 4-px kernel, 1/8 of the contrast in one row: measured, not removed.)"""
+    only the full-resolution interior tells the classes apart (at the square's edges see
+    ``_detail_taper``)."""
     y, x = np.mgrid[0:size, 0:size]
     pats = [y % 2 == 0, x % 2 == 0, (x + y) % 2 == 0]
     return pats[cls]
 
 
+def _detail_taper(size: int) -> np.ndarray:
+    """Amplitude envelope (0, 1/4, 3/4, 1, ..., 1, 3/4, 1/4, 0) along one side of the pattern.
+
+    A hard-edged period-2 pattern leaks through the loader's [1, 3, 3, 1]/8 kernel at its edges
+    (1/8 of the contrast, a class-dependent trace one output pixel wide). With this ramp, on a 2-px
+    lattice, every 4-tap window sums to zero: the pattern's 2x copy is flat up to uint8 rounding."""
+    a = np.ones(size)
+    a[:3] = a[-3:][::-1] = (0.0, 0.25, 0.75)
+    return a
+
+
 def make_detail(rng: np.random.Generator, n: int, canvas: int = 64, num_classes: int = 3, glyph: int = 16,
-                frame: int = 2, clutter: int = 6, **_) -> tuple[np.ndarray, np.ndarray]:
-    """One small framed square of a period-2 pattern on a cluttered canvas; the class is the pattern."""
+                frame: int = 2, clutter: int = 6, fixed_polarity: int = 1, taper: int = 1,
+                **_) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One small framed square of a period-2 pattern on a cluttered canvas; the class is the pattern.
+    Returns images, labels and {"box": (n, 4) int16 x0, y0, x1, y1 of each pattern}."""
     if not 2 <= num_classes <= len(DETAIL_NAMES):
         raise ValueError(f"toy detail has 2..{len(DETAIL_NAMES)} classes, got {num_classes}")
-    if glyph % 2 or frame % 2 or glyph < 4:
-        raise ValueError(f"toy detail needs an even glyph (>= 4) and frame, got glyph={glyph} frame={frame}")
+    if glyph % 2 or frame % 2 or glyph < 8:
+        raise ValueError(f"toy detail needs an even glyph (>= 8: the taper takes 3 px at each end) and an even "
+                         f"frame, got glyph={glyph} frame={frame}")
     labels = rng.integers(0, num_classes, n).astype(np.uint8)
     xs = np.empty((n, canvas, canvas, 3), np.uint8)
+    boxes = np.empty((n, 4), np.int16)
     for i in range(n):
-        xs[i] = _to_u8(render_detail(rng, int(labels[i]), canvas, glyph, frame, clutter))
-    return xs, labels
+        img, boxes[i] = _render_detail(rng, int(labels[i]), canvas, glyph, frame, clutter, bool(fixed_polarity),
+                                       bool(taper))
+        xs[i] = _to_u8(img)
+    return xs, labels, {"box": boxes}
 
 
 def render_detail(rng: np.random.Generator, label: int, canvas: int = 64, glyph: int = 16, frame: int = 2,
-                  clutter: int = 6) -> np.ndarray:
+                  clutter: int = 6, fixed_polarity: bool = True, taper: bool = True) -> np.ndarray:
     """One ``detail`` canvas (float HxWx3); the class enters only through the pattern, so the same
-    generator state with another label gives the same canvas with another pattern."""
+    generator state with another label gives the same canvas with another pattern.
+
+    fixed_polarity: the pattern's "on" pixels (first row/column of the stripes) take the brighter of
+    the two colours, so one linear filter's sign tells the class; without it the phase and the
+    colours are random and the class needs a sign-invariant detector (a plateau most seeds of the toy
+    grid model never leave: docs/engine.md). taper: the amplitude ramp of ``_detail_taper``."""
+    return _render_detail(rng, label, canvas, glyph, frame, clutter, fixed_polarity, taper)[0]
+
+
+def _render_detail(rng, label, canvas, glyph, frame, clutter, fixed_polarity, taper):
+    """`render_detail` and the pattern's box (x0, y0, x1, y1)."""
     box = glyph + 2 * frame
     img = _background(rng, canvas, canvas)
     _clutter(rng, img, clutter, max(4, canvas // 6))
@@ -260,11 +290,18 @@ def render_detail(rng: np.random.Generator, label: int, canvas: int = 64, glyph:
     y = 2 * int(rng.integers(0, (canvas - box) // 2 + 1))
     x = 2 * int(rng.integers(0, (canvas - box) // 2 + 1))
     pat = _detail_pattern(label, glyph)
-    if rng.integers(2):  # random phase: which colour the first row/column takes
+    flip = bool(rng.integers(2))  # drawn either way, so both settings share the canvas
+    if fixed_polarity:
+        if fg.mean() < bg.mean():
+            fg, bg = bg, fg
+    elif flip:  # random phase: which colour the first row/column takes
         pat = ~pat
     img[y:y + box, x:x + box] = 0.0 if rng.integers(2) else 1.0  # black or white frame: findable
-    img[y + frame:y + frame + glyph, x + frame:x + frame + glyph] = np.where(pat[..., None], fg, bg)
-    return img
+    amp = np.outer(_detail_taper(glyph), _detail_taper(glyph))[..., None] if taper else 1.0
+    mid = (fg + bg) / 2
+    img[y + frame:y + frame + glyph, x + frame:x + frame + glyph] = (
+        mid + amp * np.where(pat[..., None], fg - mid, bg - mid))
+    return img, (x + frame, y + frame, x + frame + glyph, y + frame + glyph)
 
 
 VIDEO_CLASSES = ["move_right", "move_left", "move_down", "move_up", "rotate_cw", "rotate_ccw",
@@ -382,8 +419,9 @@ def is_complete(out: str, kind: str, seed: int, params: dict) -> bool:
     except (OSError, ValueError):
         return False
     want = _meta(kind, seed, params)
+    arrays = ("x", "y") + EXTRA_ARRAYS.get(kind, ())
     return meta == want and all(os.path.isfile(os.path.join(out, f"{s}_{a}.npy"))
-                                for s in ("train", "val") for a in "xy")
+                                for s in ("train", "val") for a in arrays)
 
 
 @contextlib.contextmanager
@@ -417,16 +455,20 @@ def generate(kind: str, out: str, seed: int = 0, params: dict | None = None, pro
             for split in ("train", "val"):
                 n = p[f"{split}_size"]
                 chunk = 100
-                xs, ys = [], []
+                xs, ys, extra = [], [], {}
                 # independent child seeds per chunk keep the data identical whatever the chunking
                 seeds = rng.spawn((n + chunk - 1) // chunk)
                 for j in tqdm(range(len(seeds)), desc=f"toy {kind} {split}", disable=not progress,
                               unit="chunk", file=sys.stderr):
-                    x, y = make(seeds[j], min(chunk, n - j * chunk), **p)
+                    x, y, *more = make(seeds[j], min(chunk, n - j * chunk), **p)
                     xs.append(x)
                     ys.append(y)
+                    for name, arr in (more[0] if more else {}).items():
+                        extra.setdefault(name, []).append(arr)
                 np.save(os.path.join(tmp, f"{split}_x.npy"), np.concatenate(xs))
                 np.save(os.path.join(tmp, f"{split}_y.npy"), np.concatenate(ys))
+                for name, arrs in extra.items():
+                    np.save(os.path.join(tmp, f"{split}_{name}.npy"), np.concatenate(arrs))
             with open(os.path.join(tmp, "meta.json"), "w") as f:
                 json.dump(_meta(kind, seed, p), f, indent=1)
             if os.path.isdir(out):
@@ -445,6 +487,14 @@ def load_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
     x = np.load(os.path.join(root, f"{split}_x.npy"), mmap_mode="r")
     y = np.load(os.path.join(root, f"{split}_y.npy"), mmap_mode="r")
     return x, y, meta
+
+
+def load_boxes(root: str, split: str) -> np.ndarray:
+    """(n, 4) x0, y0, x1, y1 of each ``detail`` image's pattern, in canvas pixels."""
+    path = os.path.join(root, f"{split}_box.npy")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} missing: only toy 'detail' sets store pattern boxes")
+    return np.load(path)
 
 
 def main(argv=None) -> int:

@@ -59,9 +59,9 @@ class DartVisionTransformer(VisionTransformer):
             self.patch_embed.proj.reset_parameters()
         head = getattr(self.patch_embed.scorer, "head", None)
         if score_head_init == "default" and head is not None:
-            # PyTorch's default init of the last score layer: the scores start unequal. With the zero
-            # init they start exactly equal, where the partition's gradient w.r.t. the scores is 0
-            # (every quantile lands on a cell edge), so the scorer never receives a gradient.
+            # PyTorch's default init of the last score layer: the scores start unequal (a random
+            # partition). With the zero init they start exactly equal (the grid); the geometry's
+            # straight-through clamp passes the partition's gradient there too, so both can learn.
             head.fc2.reset_parameters()
 
     def tokenize(self, x: Tensor) -> tuple[Tensor, Partition]:

@@ -54,7 +54,8 @@ class DART(nn.Module):
 
     The geometry is the reference implementation's (average re-binning, its +1e-8 terms: row and
     patch edges within 1e-6 px of its outputs). Options that differ from it, each named:
-    score_norm ('image': per-image standardisation; 'batch': the reference), score_std_floor
+    score_norm ('image': per-image standardisation; 'batch': the reference; 'none': raw logits,
+    not in the paper, see `score_activation`), score_std_floor
     (1: the spread is divided by max(std, 1); 0: the reference), sampling ('reference': its
     left-aligned sample points, patches within 1e-4 of its own except within a pixel of a band seam;
     'centred': sample-cell centres), quantile_eps (1e-8: the reference; 0: uniform scores give the

@@ -220,6 +220,11 @@ def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_o
     divided by max(std, std_floor): with the default floor of 1 logits that barely differ are not
     blown up to a full-contrast partition (what lets a scorer trained from scratch start from the
     grid); std_floor=0 is the official plain standardisation, (z - mean) / (std + 1e-8).
+    norm="none" (not in the paper) feeds the logits to the gate as they are: standardised logits
+    cap the density contrast that a small region can get (its cells reach z = sqrt((1 - p) / p) while
+    the rest stays near z = 0: with the DeiT gate at most about 2x the rest's density, whatever the
+    logits), which bounds how far DART can zoom in on a detail covering a fraction p of the image;
+    unstandardised, the DeiT gate allows up to 11x (1.1 / 0.1). docs/engine.md "DART at init".
     gate="sigmoid_offset" is sigmoid(z) + 0.1 (DeiT scorer: no region gets zero mass);
     gate="sigmoid2" is sigmoid(2z) (the Vim "v2" head).
     """
@@ -228,14 +233,15 @@ def score_activation(logits: Tensor, norm: str = "image", gate: str = "sigmoid_o
         dims = (1, 2)
     elif norm == "batch":
         dims = (0, 1, 2)
-    else:
-        raise ValueError(f"score_norm must be 'image' or 'batch', got {norm!r}")
+    elif norm != "none":
+        raise ValueError(f"score_norm must be 'image', 'batch' or 'none', got {norm!r}")
     if std_floor < 0:
         raise ValueError(f"score_std_floor must be >= 0, got {std_floor}")
-    count = math.prod(z.shape[d] for d in dims)
-    spread = z.std(dims, keepdim=True, correction=1 if count > 1 else 0)  # one value: spread 0, not NaN
-    spread = spread.clamp_min(std_floor) if std_floor > 0 else spread + 1e-8
-    z = (z - z.mean(dims, keepdim=True)) / spread
+    if norm != "none":
+        count = math.prod(z.shape[d] for d in dims)
+        spread = z.std(dims, keepdim=True, correction=1 if count > 1 else 0)  # one value: spread 0, not NaN
+        spread = spread.clamp_min(std_floor) if std_floor > 0 else spread + 1e-8
+        z = (z - z.mean(dims, keepdim=True)) / spread
     if gate == "sigmoid_offset":
         return torch.sigmoid(z) + 0.1
     if gate == "sigmoid2":

@@ -1,5 +1,6 @@
 """Measure one trained run of the resolution claim (or ToMe applied to one): validation top-1,
-GMACs, tokens, and for DART runs how far the partition is from the grid.
+GMACs, tokens, and for DART runs how far the partition is from the grid and, on the toy `detail`
+set, how many tokens it spends on the pattern (`tokens_on_detail`, against `tokens_on_detail_grid`).
 
     python workflow/scripts/claim_measure.py --run RUN_DIR --out JSON
     python workflow/scripts/claim_measure.py --run GRID_RUN_DIR --tome-match DART_JSON --out JSON
@@ -29,17 +30,32 @@ def val_loader(cfg: dict, batch: int = 100):
                                                                  torch.tensor([i[1] for i in items])))
 
 
+def detail_boxes(cfg: dict):
+    """The toy `detail` set's pattern boxes of the validation split, in input pixels (else None)."""
+    from dart.data import toy, toy_root
+    d = cfg["data"]
+    if d["kind"] != "toy" or (d.get("toy") or {}).get("kind") != "detail":
+        return None
+    root = toy_root(cfg)
+    canvas = toy.load_split(root, "val")[2]["params"]["canvas"]
+    return torch.from_numpy(toy.load_boxes(root, "val").astype("float64")) * (d["img_size"] / canvas)
+
+
 @torch.no_grad()
-def top1_and_partitions(model, loader, dart: bool, max_stats_images: int = 500):
-    from dart.adaptivity import partition_stats
+def top1_and_partitions(model, loader, dart: bool, boxes=None, max_stats_images: int = 500):
+    from dart.adaptivity import partition_stats, tokens_in_box
     correct = total = 0
     stats = []
     for x, y in loader:
         correct += int((model(x).argmax(-1) == y).sum())
-        total += len(y)
         if dart and sum(s[0] for s in stats) < max_stats_images:
             _, part = model.tokenize(x)
-            stats.append((len(y), partition_stats(part)))
+            st = partition_stats(part)
+            if boxes is not None:
+                st["tokens_on_detail"] = float(tokens_in_box(part.rects.double(),
+                                                             boxes[total:total + len(y)]).mean())
+            stats.append((len(y), st))
+        total += len(y)
     out = {"top1": 100.0 * correct / total, "val_images": total}
     if stats:
         n = sum(w for w, _ in stats)
@@ -93,7 +109,11 @@ def main(argv=None) -> int:
     rec["gmacs"] = gmacs(model, cfg)
     rec["num_tokens"] = int(num_tokens(model))
     model.eval()
-    rec.update(top1_and_partitions(model, val_loader(cfg), dart=rec["method"] == "dart"))
+    boxes = detail_boxes(cfg)
+    rec.update(top1_and_partitions(model, val_loader(cfg), dart=rec["method"] == "dart", boxes=boxes))
+    if boxes is not None:  # what a grid of the same N spends on the pattern: N * its area share
+        share = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean() / cfg["data"]["img_size"] ** 2
+        rec["tokens_on_detail_grid"] = float(rec["num_tokens"] * share)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
