@@ -22,8 +22,9 @@ rule train:
         f"results/logs/{SCALE}/train/{{exp}}_seed{{seed}}.log",
     benchmark:
         f"results/{SCALE}/benchmarks/train/{{exp}}_seed{{seed}}.tsv"
-    # off the paper scale, one thread per job: two one-thread jobs use 2 cores better than one
-    # two-thread job (the toy runs gained 1.27x from a second thread: 858 s wall for 1088 CPU s)
+    # off the paper scale, one thread per job: a run's numbers then do not depend on --cores (torch's
+    # reductions change with the thread count), and two one-thread jobs fill 2 cores as well as one
+    # two-thread job (the default DAG: 21:10 against 20:45 with two threads, same machine)
     threads: 1 if SCALE != "paper" else 8
     resources:
         gpu=gpus(),
