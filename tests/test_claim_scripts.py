@@ -38,3 +38,22 @@ def test_gathers_on_the_detail_verdict(tokens, verdict):
     out = {v["claim"]: v for v in claim_report.verdicts(_rows(tokens))}
     v = next(v for c, v in out.items() if "gathers on the detail" in c)
     assert v["verdict"] == verdict and f"{tokens:.2f} tokens on the pattern" in v["numbers"]
+
+
+def _row(role, seeds, gmacs):
+    mean = sum(seeds) / len(seeds)
+    std = (sum((s - mean) ** 2 for s in seeds) / (len(seeds) - 1)) ** 0.5
+    return {"role": role, "top1_mean": mean, "top1_std": std, "top1_min": min(seeds), "top1_max": max(seeds),
+            "gmacs": gmacs}
+
+
+@pytest.mark.parametrize("dart_2n,verdict", [
+    ((31.8, 53.4, 49.0), "does not hold"),  # seeds disagree, but even the best seed is 43 points short
+    ((60.0, 97.0, 75.0), "inconclusive"),   # seeds disagree and the best seed would make it hold
+    ((96.0, 97.0, 96.5), "holds"),
+])
+def test_unstable_seeds_make_a_verdict_inconclusive_only_when_they_could_flip_it(dart_2n, verdict):
+    rows = [_row("dart_2n", dart_2n, 0.007), _row("grid_4n", (99.4, 96.2, 97.0), 0.012)]
+    v = next(v for v in claim_report.verdicts(rows) if "2N tokens" in v["claim"])
+    assert v["verdict"] == verdict
+    assert ("seeds disagree" in v["numbers"]) == (verdict != "holds")
