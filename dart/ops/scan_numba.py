@@ -144,8 +144,10 @@ def _forward_fused(delta, bias, u, A, B, C, D, z, y, softplus, use_z):
         else:
             for t in range(L):
                 dts[t] = delta[bi, di, t] + bd
+        # the recurrence, as in _forward, written out: a shared inlined helper taking row views ran
+        # 30% slower (measured side by side)
         h = np.zeros(N, np.float32)
-        for t in range(L):  # the recurrence, vectorised over the N states
+        for t in range(L):  # vectorised over the N states
             tt = t if t_varies else 0
             d = dts[t]
             du = d * u[bi, di, t]
