@@ -60,7 +60,8 @@ def _f32_from_bits(typingctx, bits):
 @njit(inline="always", fastmath={"contract"}, error_model="numpy")
 def _exp(x):
     """exp(x) for fp32 x: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial (degree 7:
-    truncation error < 1e-8 relative), times 2^k made from its exponent bits. NaN stays NaN (the clamp passes it through)."""
+    truncation error < 1e-8 relative), times 2^k made from its exponent bits. NaN stays NaN (the
+    clamp passes it through)."""
     xc = min(max(x, _X_MIN), _X_MAX)
     k = np.floor(xc * _LOG2E + np.float32(0.5))
     r = xc - k * _LN2_HI - k * _LN2_LO
