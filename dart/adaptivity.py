@@ -22,20 +22,23 @@ from torch import Tensor
 from .tokenizer import Partition
 
 
-def patch_areas(rects: Tensor) -> Tensor:
-    """(B, N, K, 4) rectangles -> (B, N) areas in pixels (pieces summed)."""
+def piece_areas(rects: Tensor) -> Tensor:
+    """(B, N, K, 4) rectangles -> (B, N, K) areas in pixels of every piece."""
     if rects.dim() != 4 or rects.shape[-1] != 4:
         raise ValueError(f"rects must be (batch, patches, pieces, 4), got {tuple(rects.shape)}")
     w = (rects[..., 2] - rects[..., 0]).clamp_min(0)
     h = (rects[..., 3] - rects[..., 1]).clamp_min(0)
-    return (w * h).sum(-1)
+    return w * h
+
+
+def patch_areas(rects: Tensor) -> Tensor:
+    """(B, N, K, 4) rectangles -> (B, N) areas in pixels (pieces summed)."""
+    return piece_areas(rects).sum(-1)
 
 
 def patch_bands(rects: Tensor, row_bounds: Tensor, grid: int, height: int) -> Tensor:
     """(B, N) index of the row band holding the largest piece of each patch."""
-    w = (rects[..., 2] - rects[..., 0]).clamp_min(0)
-    h = (rects[..., 3] - rects[..., 1]).clamp_min(0)
-    main = (w * h).argmax(-1, keepdim=True)  # (B, N, 1)
+    main = piece_areas(rects).argmax(-1, keepdim=True)  # (B, N, 1)
     piece = rects.gather(2, main[..., None].expand(*main.shape, 4))[:, :, 0]
     cy = (piece[..., 1] + piece[..., 3]) / 2 * grid / height  # centre, in score-grid units
     inner = row_bounds[:, 1:-1].contiguous().to(cy.dtype)

@@ -254,6 +254,11 @@ def _bc_view(X: Tensor, dim: int) -> Tensor:
     raise ValueError(f"B/C must have 2, 3 or 4 dims, got shape {tuple(X.shape)}")
 
 
+def _needs_grad(*tensors: Optional[Tensor]) -> bool:
+    """Autograd will need gradients through the scan: grad mode on and some input requires them."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                          D: Optional[Tensor] = None, z: Optional[Tensor] = None,
                          delta_bias: Optional[Tensor] = None, delta_softplus: bool = False) -> Tensor:
@@ -265,7 +270,7 @@ def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     uf, dt = _inputs_fp32(u, delta, delta_bias, delta_softplus)
     dim = u.shape[1]
     Af, Bv, Cv = A.float(), _bc_view(B.float(), dim), _bc_view(C.float(), dim)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, delta_bias)):
+    if _needs_grad(u, delta, A, B, C, delta_bias):
         dA = torch.exp(dt.unsqueeze(-1) * Af[:, None, :])  # (b, d, L, N)
         dBu = (dt * uf).unsqueeze(-1) * Bv  # (b, d, L, N)
         y = (linear_scan(dA, dBu) * Cv).sum(-1)  # (b, d, L)
@@ -317,8 +322,7 @@ def selective_scan_numba(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
 
     dtype_in = u.dtype
     dim = u.shape[1]
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                            for t in (u, delta, A, B, C, D, z, delta_bias))):
+    if not _needs_grad(u, delta, A, B, C, D, z, delta_bias):
         zeros = u.new_zeros(dim, dtype=torch.float32)
         y = scan_fused_inference(delta.float(), u.float(), A.float().contiguous(), _bc_kernel_layout(B, dim),
                                  _bc_kernel_layout(C, dim),
