@@ -28,7 +28,7 @@ def test_detail_boxes_are_in_the_models_pixels(tmp_path):
 
 
 def _rows(tokens_on_detail):
-    base = {"top1_mean": 33.0, "top1_std": 1.0, "gmacs": 0.004}
+    base = {"mean": 33.0, "std": 1.0, "gmacs": 0.004}
     return [dict(base, role="grid_low"),
             dict(base, role="dart_n", area_cv=0.2, tokens_on_detail=tokens_on_detail, tokens_on_detail_grid=1.0)]
 
@@ -43,8 +43,7 @@ def test_gathers_on_the_detail_verdict(tokens, verdict):
 def _row(role, seeds, gmacs):
     mean = sum(seeds) / len(seeds)
     std = (sum((s - mean) ** 2 for s in seeds) / (len(seeds) - 1)) ** 0.5
-    return {"role": role, "top1_mean": mean, "top1_std": std, "top1_min": min(seeds), "top1_max": max(seeds),
-            "gmacs": gmacs}
+    return {"role": role, "mean": mean, "std": std, "min": min(seeds), "max": max(seeds), "gmacs": gmacs}
 
 
 @pytest.mark.parametrize("dart_2n,verdict", [

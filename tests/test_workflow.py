@@ -64,11 +64,14 @@ def test_dry_run_default_toy(deployment):
     n_toy = len(plan.trained(cfg)) * len(plan.seeds(cfg))
     assert n_toy == 8
     claim = cfg["scales"]["toy"]["claim"]
+    claimed = set(claim["roles"].values()) | {e for pair in claim["tasks"].values() for e in pair.values()}
+    assert claimed == set(plan.trained(cfg))  # every toy run tests the claim
     runs = {(e, s) for e in plan.trained(cfg) for s in plan.seeds(cfg)}
-    runs |= {(e, s) for e in claim["roles"].values() for s in claim["seeds"]}
-    assert counts["evaluate"] == n_toy and counts["train"] == len(runs) == 16
-    assert counts["claim_measure"] == len(claim["roles"]) * len(claim["seeds"]) == 12
-    assert counts["claim_tome"] == len(claim["seeds"]) and counts["claim_report"] == 1
+    runs |= {(e, s) for e in claimed for s in claim["seeds"]}
+    assert counts["evaluate"] == n_toy and counts["train"] == len(runs) == 24
+    # one measure job per experiment (all its seeds), one ToMe job
+    assert counts["claim_measure"] == len(claimed) == 8
+    assert counts["claim_tome"] == 1 and counts["claim_report"] == 1
     assert counts["complexity"] == len(plan.complexity_groups(cfg))
     assert counts["throughput"] == len(plan.sweeps(cfg))
     assert counts["toy_data"] == 3
@@ -332,9 +335,9 @@ def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
     cfg["scales"]["toy"]["train_overrides"] = {"train.epochs": 3}
     (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     counts = job_counts(snakemake("-n", cwd=deployment).stdout)
-    # 8 experiments evaluated on seed 0; the claim's 4 roles also train seeds 1 and 2
-    assert counts["train"] == 16 and counts["evaluate"] == 8
-    assert counts["claim_measure"] == 12 and "complexity" not in counts and "toy_data" not in counts
+    # 8 experiments evaluated on seed 0; all 8 are in the claim, which also trains seeds 1 and 2
+    assert counts["train"] == 24 and counts["evaluate"] == 8
+    assert counts["claim_measure"] == 8 and "complexity" not in counts and "toy_data" not in counts
 
 
 def test_a_changed_setting_trains_afresh(tmp_path):

@@ -23,9 +23,14 @@ TOY_FOR_TASK = {"classification": "classification", "segmentation": "segmentatio
 
 class ToyDataset(SafeDataset):
     """A split of a generated toy set, as normalised tensors: images (3, S, S) with an int label,
-    images with a (S, S) long mask, or clips (3, T, S, S) with an int label."""
+    images with a long mask, or clips (3, T, S, S) with an int label.
 
-    def __init__(self, root: str, split: str, img_size: int, mean, std, num_frames: int | None = None):
+    Masks are (S, S) for training; with `native_masks` (the validation split) they keep the canvas's
+    own resolution, so a model fed a downsampled image (the grid of the paper's regime) is scored
+    on the same full-resolution labels as one fed the full image (its logits are upsampled)."""
+
+    def __init__(self, root: str, split: str, img_size: int, mean, std, num_frames: int | None = None,
+                 native_masks: bool = False):
         x, y, meta = toy.load_split(root, split)
         self.kind = meta["kind"]
         self.meta = meta
@@ -33,6 +38,7 @@ class ToyDataset(SafeDataset):
         self.y = torch.from_numpy(y.astype("int64"))
         self.img_size, self.mean, self.std = img_size, mean, std
         self.root, self.split = root, split
+        self.native_masks = native_masks
 
     def __len__(self) -> int:
         return len(self.x)
@@ -46,6 +52,8 @@ class ToyDataset(SafeDataset):
             return resize_image(img, self.img_size).transpose(0, 1).contiguous(), int(self.y[i])
         img = resize_image(img, self.img_size)
         if self.kind == "segmentation":
+            if self.native_masks:
+                return img, self.y[i].long()
             return SegEval(self.img_size)(img, self.y[i])
         return img, int(self.y[i])
 
@@ -99,7 +107,7 @@ def build_datasets(cfg: dict, prepare: bool = True, progress: bool = True,
         if not prepare and not os.path.isfile(os.path.join(root, "meta.json")):
             raise FileNotFoundError(f"toy data {root!r} (config key 'data.root') is not generated")
         train = ToyDataset(root, "train", d["img_size"], d["mean"], d["std"])
-        val = ToyDataset(root, "val", d["img_size"], d["mean"], d["std"])
+        val = ToyDataset(root, "val", d["img_size"], d["mean"], d["std"], native_masks=True)
         return train, val, {"dataset": f"toy-{tkind}-{seed}", "root": root, "classes": train.meta["classes"]}
 
     root = _need_dir(d["root"], "data.root")

@@ -181,6 +181,8 @@ def evaluate(model: nn.Module, loader, cfg: dict, info: dist_.DistInfo, skips: S
         with autocast(info.device, dtype):
             out = model(x)
         out = out.float()
+        if seg and out.shape[-2:] != y.shape[-2:]:  # scored on the labels' own resolution
+            out = F.interpolate(out, size=y.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.cross_entropy(out, y, ignore_index=IGNORE_INDEX).item() if seg else F.cross_entropy(out, y).item()
         acc.update(out, y, loss)
         n_img += x.shape[0]

@@ -1,24 +1,25 @@
 # The resolution claim at toy scale (scales.<scale>.claim): every role's experiment trained with each
-# claim seed (the generic `train` rule), measured on the validation split (top-1, GMACs, partition
-# measures), ToMe applied to the trained grid_4n model at DART-N's GMACs, then reports/claim.html
-# with the verdicts. Absent `claim` section: nothing here is built.
+# claim seed (the generic `train` rule), measured on the validation split (metric, GMACs, partition
+# measures; one job per experiment, all seeds), ToMe applied to the trained grid_4n model at DART-N's
+# GMACs, the same grid-vs-DART pair on the segmentation and video sets (claim.tasks), then
+# reports/claim.html with the verdicts. Absent `claim` section: nothing here is built.
 
 include: "claim_plan.smk"
 
 
 rule claim_measure:
-    """Validation top-1, GMACs and partition measures of one trained run."""
+    """Validation metric, GMACs and partition measures of one experiment's trained runs (all seeds)."""
     input:
-        metrics=f"runs/{SCALE}/{{exp}}/seed{{seed}}/metrics.json",
+        metrics=lambda wc: claim_runs(wc.exp),
     output:
-        f"results/{SCALE}/claim/measure/{{exp}}/seed{{seed}}.json",
+        f"results/{SCALE}/claim/measure/{{exp}}.json",
     params:
         script=str(WORKFLOW_DIR / "scripts" / "claim_measure.py"),
-        run=lambda wc, input: str(Path(input.metrics).parent),
+        runs=lambda wc, input: " ".join(str(Path(m).parent) for m in input.metrics),
     log:
-        f"results/logs/{SCALE}/claim/measure_{{exp}}_seed{{seed}}.log",
+        f"results/logs/{SCALE}/claim/measure_{{exp}}.log",
     benchmark:
-        f"results/{SCALE}/benchmarks/claim_measure/{{exp}}_seed{{seed}}.tsv"
+        f"results/{SCALE}/benchmarks/claim_measure/{{exp}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -26,23 +27,23 @@ rule claim_measure:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python {params.script} --run {params.run} --threads {threads} --out {output} > {log} 2>&1"
+        "python {params.script} --runs {params.runs} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule claim_tome:
-    """ToMe on the trained full-resolution grid (no retraining), r matched to DART-N's GMACs."""
+    """ToMe on the trained full-resolution grid (no retraining), r matched to DART-N's GMACs per seed."""
     input:
-        grid=lambda wc: f"runs/{SCALE}/{CLAIM_ROLES['grid_4n']}/seed{wc.seed}/metrics.json",
-        dart=lambda wc: f"results/{SCALE}/claim/measure/{CLAIM_ROLES['dart_n']}/seed{wc.seed}.json",
+        grid=lambda wc: claim_runs(CLAIM_ROLES["grid_4n"]),
+        dart=lambda wc: f"results/{SCALE}/claim/measure/{CLAIM_ROLES['dart_n']}.json",
     output:
-        f"results/{SCALE}/claim/tome/seed{{seed}}.json",
+        f"results/{SCALE}/claim/tome.json",
     params:
         script=str(WORKFLOW_DIR / "scripts" / "claim_measure.py"),
-        run=lambda wc, input: str(Path(input.grid).parent),
+        runs=lambda wc, input: " ".join(str(Path(m).parent) for m in input.grid),
     log:
-        f"results/logs/{SCALE}/claim/tome_seed{{seed}}.log",
+        f"results/logs/{SCALE}/claim/tome.log",
     benchmark:
-        f"results/{SCALE}/benchmarks/claim_tome/seed{{seed}}.tsv"
+        f"results/{SCALE}/benchmarks/claim_tome/tome.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -50,12 +51,12 @@ rule claim_tome:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python {params.script} --run {params.run} --tome-match {input.dart} --threads {threads} "
+        "python {params.script} --runs {params.runs} --tome-match {input.dart} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
 
 rule claim_report:
-    """reports/claim.html: table (mean +- std over seeds), verdicts, top-1 vs GMACs, partitions."""
+    """reports/claim.html: tables (mean +- std over seeds), verdicts, top-1 vs GMACs, partitions."""
     input:
         measures=lambda wc: claim_measures()[0],
     output:

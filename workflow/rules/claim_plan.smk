@@ -4,23 +4,39 @@ CLAIM = SETTINGS.get("claim") or None
 CLAIM_SEEDS = list(CLAIM["seeds"]) if CLAIM else []
 CLAIM_ROLES = dict(CLAIM["roles"]) if CLAIM else {}
 CLAIM_TOME = bool(CLAIM.get("tome", True)) if CLAIM else False
+# the same regime on other toy tasks: task -> {grid_low: id, dart_n: id}
+CLAIM_TASKS = {task: dict(pair) for task, pair in ((CLAIM or {}).get("tasks") or {}).items()}
 
 if CLAIM:
-    _missing = [e for e in CLAIM_ROLES.values() if e not in TRAINED]
+    _named = list(CLAIM_ROLES.values()) + [e for pair in CLAIM_TASKS.values() for e in pair.values()]
+    _missing = [e for e in _named if e not in TRAINED]
     if _missing:
-        raise WorkflowError(f"invalid config: scales.{SCALE}.claim.roles name untrained experiments {_missing}")
+        raise WorkflowError(f"invalid config: scales.{SCALE}.claim names untrained experiments {_missing}")
+    _wrong = [f"{e} ({EXPERIMENTS[e]['task']}) under tasks.{t}" for t, pair in CLAIM_TASKS.items()
+              for e in pair.values() if EXPERIMENTS[e]["task"] != t]
+    if _wrong:
+        raise WorkflowError(f"invalid config: scales.{SCALE}.claim.tasks name experiments of another task: {_wrong}")
+
+
+def claim_runs(eid):
+    """The metrics of every claim seed's run of one experiment."""
+    return [f"runs/{SCALE}/{eid}/seed{seed}/metrics.json" for seed in CLAIM_SEEDS]
 
 
 def claim_measures():
+    """(measure JSONs, their roles): one JSON per experiment (all seeds); roles of the other tasks
+    are written task:role."""
     out, roles = [], []
     for role, eid in CLAIM_ROLES.items():
-        for seed in CLAIM_SEEDS:
-            out.append(f"results/{SCALE}/claim/measure/{eid}/seed{seed}.json")
-            roles.append(role)
+        out.append(f"results/{SCALE}/claim/measure/{eid}.json")
+        roles.append(role)
     if CLAIM_TOME:
-        for seed in CLAIM_SEEDS:
-            out.append(f"results/{SCALE}/claim/tome/seed{seed}.json")
-            roles.append("tome")
+        out.append(f"results/{SCALE}/claim/tome.json")
+        roles.append("tome")
+    for task, pair in CLAIM_TASKS.items():
+        for role, eid in pair.items():
+            out.append(f"results/{SCALE}/claim/measure/{eid}.json")
+            roles.append(f"{task}:{role}")
     return out, roles
 
 

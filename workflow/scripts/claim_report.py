@@ -1,10 +1,12 @@
-"""The resolution claim at toy scale: table (mean +- std over seeds), verdicts, top-1 vs GMACs plot,
+"""The resolution claim at toy scale: tables (mean +- std over seeds), verdicts, top-1 vs GMACs plot,
 partition pictures of the trained DART model, and one self-contained HTML page.
 
     python workflow/scripts/claim_report.py --measures M1.json M2.json ... --roles ROLE ... \
         --partition-run RUN_DIR --outdir results/toy/claim --html reports/claim.html
 
-`--roles` gives each measure's row (grid_low, dart_n, dart_2n, grid_4n, tome), in the same order.
+Each measure JSON holds one experiment's records (one per seed, `claim_measure.py`). `--roles` gives
+each JSON's row, in the same order: grid_low, dart_n, dart_2n, grid_4n or tome on the detail set, and
+TASK:grid_low or TASK:dart_n for the same regime on another toy task (segmentation, video).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ ADAPT = ("area_cv", "area_min_frac", "area_max_frac", "band_height_cv", "score_r
          "tokens_on_detail", "tokens_on_detail_grid")
 # DART "finds the detail" when it spends this many times the grid's tokens on the pattern
 FINDS_DETAIL = 1.5
+METRIC_NAMES = {"top1": "top-1", "miou": "mIoU"}
+TASKS = ("segmentation", "video")  # other toy tasks the regime is run on (TASK:role)
 
 
 def _mean_std(values):
@@ -41,19 +45,28 @@ def _mean_std(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _score(m: dict) -> float:
+    """A record's validation metric (top-1 or mIoU, named by its `metric`)."""
+    return m[m.get("metric", "top1")]
+
+
 def summarise(measures: list[dict], roles: list[str]) -> list[dict]:
+    """One row per role (mean, std, min, max of the metric over seeds); a TASK:role row also names
+    its task. Detail rows come first, in ROWS order."""
+    order = list(ROWS) + list(dict.fromkeys(r for r in roles if ":" in r))
     rows = []
-    for role in ROWS:
-        ms = [m for m, r in zip(measures, roles) if r == role]
+    for role in order:
+        ms = sorted((m for m, r in zip(measures, roles) if r == role), key=lambda m: m["seed"])
         if not ms:
             continue
-        top1, std = _mean_std([m["top1"] for m in ms])
-        row = {"role": role, "what": ROWS[role], "model": ms[0]["model"], "tokens": ms[0]["num_tokens"],
-               "input_px": ms[0]["img_size"], "gmacs": statistics.fmean(m["gmacs"] for m in ms),
-               "top1_mean": top1, "top1_std": std, "seeds": len(ms),
-               "top1_min": min(m["top1"] for m in ms), "top1_max": max(m["top1"] for m in ms),
-               "top1_per_seed": " ".join(f"{m['top1']:.1f}" for m in sorted(ms, key=lambda m: m["seed"])),
-               "split": "val"}
+        task, _, base = role.rpartition(":")
+        scores = [_score(m) for m in ms]
+        mean, std = _mean_std(scores)
+        row = {"role": role, "task": task or "classification (detail)", "what": ROWS.get(base, ""),
+               "model": ms[0]["model"], "tokens": ms[0]["num_tokens"], "input_px": ms[0]["img_size"],
+               "gmacs": statistics.fmean(m["gmacs"] for m in ms), "metric": ms[0].get("metric", "top1"),
+               "mean": mean, "std": std, "seeds": len(ms), "min": min(scores), "max": max(scores),
+               "per_seed": " / ".join(f"{v:.1f}" for v in scores), "split": "val"}
         if role == "tome":
             row["tome_r"] = ms[0].get("tome_r")
             row["tokens_per_block"] = " ".join(str(t) for t in ms[0].get("tokens_per_block", []))
@@ -79,18 +92,22 @@ def verdicts(rows: list[dict]) -> list[dict]:
     out = []
 
     def best(r):  # a row's best and worst seed (its mean when per-seed numbers are absent)
-        return r.get("top1_max", r["top1_mean"])
+        return r.get("max", r["mean"])
 
     def worst(r):
-        return r.get("top1_min", r["top1_mean"])
+        return r.get("min", r["mean"])
 
     def add(claim, holds, numbers, involved=(), holds_at_best=None):
         """holds_at_best: whether the claim would hold with DART's best seed against the other
         side's worst (None: the claim does not rest on accuracies)."""
-        unstable = [r for r in involved if r in by and by[r]["top1_std"] > UNSTABLE_STD]
+        unstable = [r for r in involved if r in by and by[r]["std"] > UNSTABLE_STD]
         verdict = "holds" if holds else "does not hold"
+        single = [r for r in involved if r in by and by[r].get("seeds", 2) < 2]
+        if single and holds:  # one seed has no spread to beat
+            verdict = "inconclusive"
+            numbers += f"; one seed only ({', '.join(single)}): no spread to compare with"
         if unstable:
-            spreads = ", ".join(f"{r} std {by[r]['top1_std']:.1f}" for r in unstable)
+            spreads = ", ".join(f"{r} std {by[r]['std']:.1f}" for r in unstable)
             if holds or holds_at_best is None or holds_at_best:
                 verdict = "inconclusive"
                 numbers += f"; seeds disagree ({spreads} > {UNSTABLE_STD:.0f} points): not a stable result"
@@ -99,29 +116,32 @@ def verdicts(rows: list[dict]) -> list[dict]:
                             "with DART's best seed against the other's worst")
         out.append({"claim": claim, "verdict": verdict, "numbers": numbers, "split": "val"})
 
+    def beats(d_role, g_role, claim, name):  # DART-N above grid-N by more than the seeds' spread
+        d, g = by[d_role], by[g_role]
+        spread = max(d["std"], g["std"])
+        add(claim, d["mean"] - g["mean"] > spread,
+            f"DART-N {d['mean']:.1f} +- {d['std']:.1f} vs grid-N {g['mean']:.1f} +- {g['std']:.1f} {name} "
+            f"(difference {d['mean'] - g['mean']:+.1f}, spread {spread:.1f})",
+            (d_role, g_role), best(d) - worst(g) > spread)
+
     if "dart_n" in by and "grid_low" in by:
-        d, g = by["dart_n"], by["grid_low"]
-        spread = max(d["top1_std"], g["top1_std"])
-        add("DART at N tokens beats the grid at N tokens (on the downsampled image) by more than the seeds' spread",
-            d["top1_mean"] - g["top1_mean"] > spread,
-            f"DART-N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} vs grid-N {g['top1_mean']:.1f} +- "
-            f"{g['top1_std']:.1f} (difference {d['top1_mean'] - g['top1_mean']:+.1f}, spread {spread:.1f})",
-            ("dart_n", "grid_low"), best(d) - worst(g) > spread)
+        beats("dart_n", "grid_low", "DART at N tokens beats the grid at N tokens (on the downsampled image) by "
+              "more than the seeds' spread", "top-1")
     if "dart_2n" in by and "grid_4n" in by:
         d, g = by["dart_2n"], by["grid_4n"]
-        spread = max(d["top1_std"], g["top1_std"])
+        spread = max(d["std"], g["std"])
         add("DART at 2N tokens comes within the seeds' spread of the grid at 4N tokens, at lower GMACs",
-            g["top1_mean"] - d["top1_mean"] <= spread and d["gmacs"] < g["gmacs"],
-            f"DART-2N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} at {d['gmacs'] * 1e3:.2f} MMACs vs grid-4N "
-            f"{g['top1_mean']:.1f} +- {g['top1_std']:.1f} at {g['gmacs'] * 1e3:.2f} MMACs", ("dart_2n", "grid_4n"),
+            g["mean"] - d["mean"] <= spread and d["gmacs"] < g["gmacs"],
+            f"DART-2N {d['mean']:.1f} +- {d['std']:.1f} at {d['gmacs'] * 1e3:.2f} MMACs vs grid-4N "
+            f"{g['mean']:.1f} +- {g['std']:.1f} at {g['gmacs'] * 1e3:.2f} MMACs", ("dart_2n", "grid_4n"),
             worst(g) - best(d) <= spread and d["gmacs"] < g["gmacs"])
     if "dart_n" in by and "tome" in by:
         d, t = by["dart_n"], by["tome"]
-        spread = max(d["top1_std"], t["top1_std"])
+        spread = max(d["std"], t["std"])
         add("DART at N tokens beats ToMe (applied to the full-resolution grid) at the same GMACs",
-            d["top1_mean"] - t["top1_mean"] > spread and t["gmacs"] >= d["gmacs"] * 0.95,
-            f"DART-N {d['top1_mean']:.1f} +- {d['top1_std']:.1f} at {d['gmacs'] * 1e3:.2f} MMACs vs ToMe "
-            f"(r={t.get('tome_r')}) {t['top1_mean']:.1f} +- {t['top1_std']:.1f} at {t['gmacs'] * 1e3:.2f} MMACs"
+            d["mean"] - t["mean"] > spread and t["gmacs"] >= d["gmacs"] * 0.95,
+            f"DART-N {d['mean']:.1f} +- {d['std']:.1f} at {d['gmacs'] * 1e3:.2f} MMACs vs ToMe "
+            f"(r={t.get('tome_r')}) {t['mean']:.1f} +- {t['std']:.1f} at {t['gmacs'] * 1e3:.2f} MMACs"
             + ("" if abs(t["gmacs"] / d["gmacs"] - 1) < 0.05 else
                f" (closest ToMe gets to DART-N's cost: {t['gmacs'] / d['gmacs']:.2f}x)"), ("dart_n", "tome"),
             best(d) - worst(t) > spread and t["gmacs"] >= d["gmacs"] * 0.95)
@@ -137,6 +157,18 @@ def verdicts(rows: list[dict]) -> list[dict]:
                 "the pattern)", ratio >= FINDS_DETAIL,
                 f"{d['tokens_on_detail']:.2f} tokens on the pattern vs {d['tokens_on_detail_grid']:.2f} for the "
                 f"grid ({ratio:.2f}x)")
+    for task in dict.fromkeys(r["role"].split(":")[0] for r in rows if ":" in r["role"]):
+        d_role, g_role = f"{task}:dart_n", f"{task}:grid_low"
+        if d_role in by and g_role in by:
+            metric = METRIC_NAMES.get(by[d_role]["metric"], by[d_role]["metric"])
+            beats(d_role, g_role, f"Toy {task}: DART at N tokens (full resolution) beats the grid at N tokens "
+                  f"(downsampled input) by more than the seeds' spread ({metric})", metric)
+        if d_role in by:
+            d = by[d_role]
+            add(f"Toy {task}: the trained DART-N partition adapts (patch areas spread: std/mean > 0.1)",
+                (d.get("area_cv") or 0) > 0.1,
+                f"patch-area std/mean {d.get('area_cv', 0):.3f}, smallest patch {d.get('area_min_frac', 1):.2f}x "
+                f"the mean, score max/min {d.get('score_ratio', 1):.3f}")
     return out
 
 
@@ -155,10 +187,10 @@ def plot(rows: list[dict], measures, roles, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for r in rows:
+    for r in (r for r in rows if ":" not in r["role"]):  # the detail family
         pts = [m for m, ro in zip(measures, roles) if ro == r["role"]]
         ax.scatter([m["gmacs"] * 1e3 for m in pts], [m["top1"] for m in pts], s=12, alpha=0.4)
-        ax.errorbar([r["gmacs"] * 1e3], [r["top1_mean"]], yerr=[r["top1_std"]], fmt="o", capsize=3,
+        ax.errorbar([r["gmacs"] * 1e3], [r["mean"]], yerr=[r["std"]], fmt="o", capsize=3,
                     label=f"{r['role']} ({r['tokens']} tok, {r['input_px']} px)")
     ax.set_xlabel("MMACs per image")
     ax.set_ylabel("val top-1 (%)")
@@ -243,9 +275,13 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 def write_html(rows, verdict_rows, plot_png, part_png, path: str) -> None:
     shown = [dict(r, gmacs=r["gmacs"] * 1e3) for r in rows]
-    cols = ["role", "model", "tokens", "input_px", "gmacs", "top1_mean", "top1_std", "seeds", "top1_per_seed",
+    detail = [r for r in shown if ":" not in r["role"]]
+    tasks = [r for r in shown if ":" in r["role"]]
+    cols = ["role", "model", "tokens", "input_px", "gmacs", "metric", "mean", "std", "seeds", "per_seed",
             "tome_r", "area_cv", "area_min_frac", "patches_per_band", "score_ratio", "tokens_on_detail",
             "tokens_on_detail_grid", "split", "what"]
+    task_cols = ["task", "role", "model", "tokens", "input_px", "gmacs", "metric", "mean", "std", "seeds",
+                 "per_seed", "area_cv", "area_min_frac", "score_ratio", "split"]
     doc = ["<!doctype html><meta charset='utf-8'><title>DART resolution claim (toy)</title>",
            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
            "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}</style>",
@@ -259,8 +295,15 @@ def write_html(rows, verdict_rows, plot_png, part_png, path: str) -> None:
            "1-px pattern at 1.33 x 1.5 px steps: an alias, where DART-N's exact 2-px steps average it "
            "away): docs/engine.md, 'DART on the detail set'.</p>",
            "<h2>Verdicts</h2>", _table(verdict_rows, ["claim", "verdict", "numbers", "split"]),
-           "<h2>Runs (mean +- std over seeds)</h2>", _table(shown, cols),
-           f"<h2>Top-1 vs cost</h2><img src='{_img(plot_png)}'>"]
+           "<h2>Detail set: runs (mean +- std over seeds)</h2>", _table(detail, cols)]
+    if tasks:
+        doc += ["<h2>The same regime on the segmentation and video sets (mean +- std over seeds)</h2>",
+                "<p>Grid at N tokens on the 2x-downsampled input against DART at N tokens on the full "
+                "resolution, its scorer on the downsampled copy (docs/engine.md, 'The paper's regime'). "
+                "Segmentation is scored in mIoU on the full-resolution validation masks (the grid's logits "
+                "upsampled); partition measures of a video model count every frame.</p>",
+                _table(tasks, task_cols)]
+    doc.append(f"<h2>Top-1 vs cost (detail set)</h2><img src='{_img(plot_png)}'>")
     if part_png:
         doc.append(f"<h2>Partitions of the trained DART-N model (seed 0; dashed: the pattern)</h2>"
                    f"<img src='{_img(part_png)}'>")
@@ -271,6 +314,13 @@ def write_html(rows, verdict_rows, plot_png, part_png, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _valid_role(role: str) -> bool:
+    task, _, base = role.rpartition(":")
+    if task:
+        return task in TASKS and base in ("grid_low", "dart_n")
+    return role in ROWS
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--measures", nargs="+", required=True)
@@ -279,19 +329,22 @@ def main(argv=None) -> int:
     ap.add_argument("--outdir", required=True)
     ap.add_argument("--html", required=True)
     args = ap.parse_args(argv)
-    if len(args.measures) != len(args.roles) or not set(args.roles) <= set(ROWS):
-        raise SystemExit(f"--roles must name one of {', '.join(ROWS)} per measure")
-    measures = []
-    for p in args.measures:
+    if len(args.measures) != len(args.roles) or not all(_valid_role(r) for r in args.roles):
+        raise SystemExit(f"--roles must name one of {', '.join(ROWS)} (or TASK:grid_low, TASK:dart_n for a "
+                         f"task of {', '.join(TASKS)}) per measure JSON")
+    measures, roles = [], []
+    for p, role in zip(args.measures, args.roles):
         with open(p) as f:
-            measures.append(json.load(f))
+            records = json.load(f)["records"]
+        measures += records
+        roles += [role] * len(records)
     os.makedirs(args.outdir, exist_ok=True)
-    rows = summarise(measures, args.roles)
+    rows = summarise(measures, roles)
     ver = verdicts(rows)
     write_csv(rows, os.path.join(args.outdir, "summary.csv"))
     write_csv(ver, os.path.join(args.outdir, "verdicts.csv"))
     plot_png = os.path.join(args.outdir, "top1_vs_gmacs.png")
-    plot(rows, measures, args.roles, plot_png)
+    plot(rows, measures, roles, plot_png)
     part_png = None
     if args.partition_run:
         part_png = os.path.join(args.outdir, "partitions.png")
