@@ -21,6 +21,8 @@ import os
 import sys
 import tempfile
 
+import torch
+
 from dart.complexity import count_model, input_shape_of  # noqa: F401  (the counting lives in the library)
 from dart.engine.checkpoint import normal_mode
 from dart.engine.cli import check_writable, user_error
@@ -78,8 +80,12 @@ def main(argv=None) -> int:
                                              "for that model (e.g. dart_deit_tiny_patch16_224:scorer=mnasnet)")
     p.add_argument("--model-kwargs", default="", help="kwargs for every model: JSON or key=val,key=val")
     p.add_argument("--out", help="CSV to write (atomically); printed to stdout otherwise")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's own, all cores); the workflow gives a job's share")
     args = p.parse_args(argv)
     prog = "bench.complexity"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     try:
         common = parse_kwargs(args.model_kwargs)

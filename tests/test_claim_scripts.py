@@ -56,3 +56,32 @@ def test_unstable_seeds_make_a_verdict_inconclusive_only_when_they_could_flip_it
     v = next(v for v in claim_report.verdicts(rows) if "2N tokens" in v["claim"])
     assert v["verdict"] == verdict
     assert ("seeds disagree" in v["numbers"]) == (verdict != "holds")
+
+
+def _rec(seed, score, metric="miou", model="deit_tiny_patch16_224", **extra):
+    return {"seed": seed, "metric": metric, metric: score, "model": model, "num_tokens": 16, "img_size": 32,
+            "gmacs": 0.02, **extra}
+
+
+def test_task_pairs_get_their_own_rows_and_verdicts():
+    """The segmentation pair (TASK:role) is summarised on its own metric (mIoU) and judged like the
+    detail set: DART-N above grid-N by more than the seeds' spread."""
+    measures = [_rec(s, v) for s, v in enumerate((18.0, 18.5, 19.0))]
+    measures += [_rec(s, v, model="dart_deit_tiny_patch16_224", area_cv=0.3) for s, v in enumerate((25.0, 26.0, 24.0))]
+    roles = ["segmentation:grid_low"] * 3 + ["segmentation:dart_n"] * 3
+    rows = claim_report.summarise(measures, roles)
+    by = {r["role"]: r for r in rows}
+    assert by["segmentation:dart_n"]["metric"] == "miou" and by["segmentation:dart_n"]["mean"] == 25.0
+    assert by["segmentation:grid_low"]["per_seed"] == "18.0 / 18.5 / 19.0"
+    out = {v["claim"]: v for v in claim_report.verdicts(rows)}
+    beats = next(v for c, v in out.items() if c.startswith("Toy segmentation: DART at N"))
+    assert beats["verdict"] == "holds" and "mIoU" in beats["numbers"]
+    adapts = next(v for c, v in out.items() if c.startswith("Toy segmentation: the trained DART-N partition"))
+    assert adapts["verdict"] == "holds"
+
+
+def test_one_seed_cannot_make_a_claim_hold():
+    rows = claim_report.summarise([_rec(0, 18.0), _rec(0, 30.0, model="dart_deit_tiny_patch16_224")],
+                                  ["video:grid_low", "video:dart_n"])
+    v = next(v for v in claim_report.verdicts(rows) if v["claim"].startswith("Toy video: DART at N"))
+    assert v["verdict"] == "inconclusive" and "one seed only" in v["numbers"]

@@ -276,3 +276,28 @@ def test_tokenizer_overhead_is_compared_apart_from_the_totals():
     assert r["published"] == pytest.approx(0.06) and r["ours"] == pytest.approx(0.048)
     assert r["verdict"] == "differs" and r["evidence"] == "counted from code"
     assert aggregate.verdict("gmacs", 1.32, 1.302, TOL)[1] == "matches"
+
+
+def test_toy_pairs_compare_grid_and_dart_at_the_same_budget():
+    """Each grid run is set against the DART run of its task and token count; a 64-token grid is
+    not averaged into the 16-token one, and a run without a partner gets no pair."""
+    runs = pd.DataFrame([
+        {"task": "classification", "model": "deit_tiny_patch16_224", "num_tokens": 16, "img_size": 32,
+         "top1": 30.4, "miou": math.nan, "seed": 0},
+        {"task": "classification", "model": "deit_tiny_patch16_224", "num_tokens": 64, "img_size": 64,
+         "top1": 97.0, "miou": math.nan, "seed": 0},
+        {"task": "classification", "model": "dart_deit_tiny_patch16_224", "num_tokens": 16, "img_size": 64,
+         "top1": 33.2, "miou": math.nan, "seed": 0},
+        {"task": "classification", "model": "dart_deit_tiny_patch16_224", "num_tokens": 32, "img_size": 64,
+         "top1": 45.0, "miou": math.nan, "seed": 0},
+        {"task": "segmentation", "model": "deit_tiny_patch16_224", "num_tokens": 16, "img_size": 32,
+         "top1": math.nan, "miou": 18.0, "seed": 0},
+        {"task": "segmentation", "model": "dart_deit_tiny_patch16_224", "num_tokens": 16, "img_size": 64,
+         "top1": math.nan, "miou": 21.0, "seed": 0},
+    ])
+    pairs = {(p["task"], p["tokens"]): p for p in report.toy_pairs(runs)}
+    assert set(pairs) == {("classification", "16"), ("segmentation", "16")}
+    cls = pairs[("classification", "16")]
+    assert (cls["grid"], cls["dart"], cls["grid_px"], cls["dart_px"]) == ("30.4", "33.2", "32", "64")
+    assert cls["delta"].replace("\u2212", "-").startswith("+2.8")
+    assert pairs[("segmentation", "16")]["metric"] == "mIoU"

@@ -309,6 +309,39 @@ def test_numba_scan_bfloat16_and_threads():
         torch.set_num_threads(n)
 
 
+def test_one_thread_starts_no_thread_pool():
+    """A one-thread process runs the serial kernels: numba's OpenMP pool never starts, so torch stays
+    on its one thread (the pool's start had set two threads for torch's own OpenMP ops too, and its
+    idle threads spin: a one-thread toy training job took two cores from the job beside it)."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from dart.ops.scan_numba import NumbaScan\n"
+        "import numba\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "dt, u = torch.rand(2, 8, 30, generator=g), torch.randn(2, 8, 30, generator=g, requires_grad=True)\n"
+        "A = -torch.rand(8, 4, generator=g)\n"
+        "B, C = torch.randn(2, 1, 30, 4, generator=g), torch.randn(2, 1, 30, 4, generator=g)\n"
+        "NumbaScan.apply(dt, u, A, B, C).sum().backward()\n"
+        "x = torch.randn(256, 256); x @ x\n"
+        "try:\n"
+        "    layer = numba.threading_layer()\n"
+        "except ValueError:\n"
+        "    layer = 'none'\n"
+        "print(layer, torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["none", "1"]
+    # fewer threads than numba's pool (NUMBA_NUM_THREADS 3 here): the pool runs, torch keeps its 2
+    env = dict(os.environ, NUMBA_NUM_THREADS="3")
+    code2 = code.replace("torch.set_num_threads(1)", "torch.set_num_threads(2)")
+    out = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[1] == "2" and out.stdout.split()[0] != "none"
+
+
 def test_falls_back_to_torch_with_one_log_line(monkeypatch, caplog):
     """Without numba (import fails): the PyTorch scan runs, one INFO line says why."""
     real_import = importlib.import_module

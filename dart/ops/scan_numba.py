@@ -6,7 +6,10 @@ Core computed here, per batch b, channel d and state n (dt already softplus'ed, 
     h_t = exp(dt_t * A_n) * h_{t-1} + dt_t * u_t * B_tn,    y_t = sum_n C_tn h_tn
 
 One work item is one (batch, channel) sequence, run step by step with the N states in registers;
-items are spread over numba's threads (as many as torch uses). No (batch, dim, L, N) tensor is
+items are spread over numba's threads (as many as torch uses). On one thread a serial copy of each
+kernel runs instead, so numba's OpenMP pool never starts: starting it set the process-wide OpenMP
+thread count (torch's too) to the pool's size, and its idle threads spin-wait, so a "one-thread"
+training job took two cores. Where the pool runs, torch's thread count is put back after each call. No (batch, dim, L, N) tensor is
 formed, forward or backward: the backward recomputes each sequence's states into a per-thread
 (L + 1, N) buffer, then runs the reverse recurrence
 
@@ -30,6 +33,7 @@ and gate loops (which divide) from vectorising.
 from __future__ import annotations
 
 import math
+import types as types_
 from typing import Optional
 
 import numba
@@ -75,7 +79,6 @@ def _exp(x):
     return p * _f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _forward(dt, u, A, B, C, y):
     nb, nd, L = u.shape
     N = A.shape[1]
@@ -122,7 +125,6 @@ def _softplus(x):
     return max(x, np.float32(0.0)) + q * s
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _forward_fused(delta, bias, u, A, B, C, D, z, y, softplus, use_z):
     """The whole inference scan in one pass per (batch, channel): dt = softplus(delta + bias) (or
     delta + bias), the recurrence, then y = (sum_n C h + D u) * silu(z) (without the gate when not
@@ -168,7 +170,6 @@ def _forward_fused(delta, bias, u, A, B, C, D, z, y, softplus, use_z):
                 y[bi, di, t] = acc_t[t] + dd * u[bi, di, t]
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _backward(dt, u, A, B, C, gy, ddt, du, dA_part, dB_part, dC_part):
     """ddt, du (b, d, L); dA_part (b, d, N); dB_part, dC_part (b, G, blocks, Lb, N): sums over the
     channels of one block of a group (and over time when Lb is 1)."""
@@ -243,11 +244,40 @@ def _backward(dt, u, A, B, C, gy, ddt, du, dA_part, dB_part, dC_part):
         dC_part[bi, gi, blk] = dC_acc
 
 
-def _use_torch_threads() -> int:
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
-    return n
+_JIT = dict(nogil=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+
+
+def _compile(fn):
+    """(parallel, serial) compiled copies of a kernel (module docstring: why one thread runs the
+    serial one). The serial copy is a renamed function, so numba's disk cache keeps the two apart."""
+    serial = types_.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
+                                 fn.__closure__)
+    serial.__qualname__ = fn.__qualname__ + "_serial"
+    serial.__doc__ = fn.__doc__
+    return njit(parallel=True, **_JIT)(fn), njit(parallel=False, **_JIT)(serial)
+
+
+_forward, _forward_serial = _compile(_forward)
+_forward_fused, _forward_fused_serial = _compile(_forward_fused)
+_backward, _backward_serial = _compile(_backward)
+
+
+def _threads() -> int:
+    """The threads a kernel may use: torch's count, within numba's pool size."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def _run(parallel, serial, *args) -> None:
+    """Run a kernel on torch's thread count: the serial copy on one thread (no thread pool)."""
+    n = torch.get_num_threads()
+    if _threads() == 1:
+        serial(*args)
+        return
+    if numba.get_num_threads() != _threads():
+        numba.set_num_threads(_threads())
+    parallel(*args)
+    if torch.get_num_threads() != n:  # the pool's start sets the process-wide OpenMP count to its own
+        torch.set_num_threads(n)
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -256,9 +286,8 @@ def _np(t: Tensor) -> np.ndarray:
 
 def scan_core_forward(dt: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
     """y (b, d, L) from contiguous fp32 dt, u (b, d, L), A (d, N), B, C (Bb, G, Lb, N)."""
-    _use_torch_threads()
     y = torch.empty_like(u)
-    _forward(_np(dt), _np(u), _np(A), _np(B), _np(C), _np(y))
+    _run(_forward, _forward_serial, _np(dt), _np(u), _np(A), _np(B), _np(C), _np(y))
     return y
 
 
@@ -266,18 +295,17 @@ def scan_fused_inference(delta: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tens
                          D: Tensor, z: Optional[Tensor], softplus: bool) -> Tensor:
     """Inference only: y (b, d, L) = (scan + D u) * silu(z) from fp32 delta, u, z (b, d, L), A (d, N),
     B, C (Bb, G, Lb, N), bias, D (d,), with dt = softplus(delta + bias)."""
-    _use_torch_threads()
     y = torch.empty(u.shape, dtype=torch.float32)
     # contiguous copies are cheap; strided arrays keep LLVM from vectorising (the kernel ran 1.8x slower)
     zz = z.contiguous() if z is not None else u.new_empty(1, 1, 1)
-    _forward_fused(_np(delta.contiguous()), _np(bias), _np(u.contiguous()), _np(A), _np(B), _np(C), _np(D),
-                   _np(zz), _np(y), softplus, z is not None)
+    _run(_forward_fused, _forward_fused_serial, _np(delta.contiguous()), _np(bias), _np(u.contiguous()), _np(A),
+         _np(B), _np(C), _np(D), _np(zz), _np(y), softplus, z is not None)
     return y
 
 
 def scan_core_backward(dt: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor, gy: Tensor):
     """Gradients of sum(gy * y) with respect to dt, u, A, B, C (B, C shaped as given)."""
-    threads = _use_torch_threads()
+    threads = _threads()
     nb, nd, L = u.shape
     Bb, G, Lb, N = B.shape
     per_group = nd // G
@@ -287,8 +315,8 @@ def scan_core_backward(dt: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor, g
     dA_part = u.new_empty(nb, nd, N)
     dB_part = u.new_zeros(nb, G, blocks, Lb, N)
     dC_part = u.new_zeros(nb, G, blocks, Lb, N)
-    _backward(_np(dt), _np(u), _np(A), _np(B), _np(C), _np(gy), _np(ddt), _np(du), _np(dA_part),
-              _np(dB_part), _np(dC_part))
+    _run(_backward, _backward_serial, _np(dt), _np(u), _np(A), _np(B), _np(C), _np(gy), _np(ddt), _np(du),
+         _np(dA_part), _np(dB_part), _np(dC_part))
     dB, dC = dB_part.sum(2), dC_part.sum(2)  # (b, G, Lb, N)
     if Bb == 1:
         dB, dC = dB.sum(0, keepdim=True), dC.sum(0, keepdim=True)

@@ -23,4 +23,4 @@ rule complexity:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m bench.complexity {params.specs} --out {output} > {log} 2>&1"
+        "python -m bench.complexity {params.specs} --threads {threads} --out {output} > {log} 2>&1"

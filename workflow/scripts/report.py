@@ -240,19 +240,23 @@ def runs_rows(runs: pd.DataFrame) -> list[dict]:
 
 
 def toy_pairs(runs: pd.DataFrame) -> list[dict]:
-    """Grid vs DART per task at the toy scale (mean over seeds): the toy counterpart of the paper."""
+    """Grid vs DART at the same task and token count, at the toy scale (mean over seeds): the toy
+    counterpart of the paper's rows. Runs without a partner of the other kind at the same budget
+    (DART-2N, grid-4N) are left to the runs table and reports/claim.html."""
     out = []
     if runs.empty:
         return out
-    for task, sub in runs.groupby("task"):
+    runs = runs.assign(dart=runs["model"].astype(str).str.startswith("dart_"))
+    for (task, tokens), sub in runs.groupby(["task", "num_tokens"]):
         metric = "miou" if task == "segmentation" else "top1"
-        grid = sub[sub["experiment"].str.contains("grid")]
-        dart = sub[sub["experiment"].str.contains("dart")]
+        grid, dart = sub[~sub["dart"]], sub[sub["dart"]]
         if grid.empty or dart.empty:
             continue
         g, d = grid[metric].mean(), dart[metric].mean()
-        out.append({"task": task, "metric": "mIoU" if metric == "miou" else "top-1",
+        out.append({"task": task, "metric": "mIoU" if metric == "miou" else "top-1", "tokens": fmt(tokens, 0),
                     "grid": fmt(g, 1), "dart": fmt(d, 1), "delta": fmt_delta(d - g, 1),
+                    "grid_px": ", ".join(fmt(v, 0) for v in sorted(set(grid["img_size"]))),
+                    "dart_px": ", ".join(fmt(v, 0) for v in sorted(set(dart["img_size"]))),
                     "seeds": ", ".join(str(int(s)) for s in sorted(set(sub["seed"])))})
     return out
 
