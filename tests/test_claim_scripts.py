@@ -85,3 +85,19 @@ def test_one_seed_cannot_make_a_claim_hold():
                                   ["video:grid_low", "video:dart_n"])
     v = next(v for v in claim_report.verdicts(rows) if v["claim"].startswith("Toy video: DART at N"))
     assert v["verdict"] == "inconclusive" and "one seed only" in v["numbers"]
+
+
+def test_constant_floor_is_what_always_predicting_the_majority_scores():
+    """The floor is the metric dart's own MeanIoU / top-1 give a constant prediction."""
+    import torch
+    from dart.engine.distributed import DistInfo
+    from dart.engine.metrics import MeanIoU
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(4, 8, 8, generator=g) * 10).long().clamp(max=4) * (torch.rand(4, 8, 8, generator=g) > 0.7)
+    masks[0, 0, 0] = 255  # ignored
+    iou = MeanIoU(5, torch.device("cpu"), 255)
+    iou.update(torch.nn.functional.one_hot(torch.zeros_like(masks).clamp(max=4), 5).permute(0, 3, 1, 2).float(),
+               masks)
+    assert claim_measure.constant_floor(list(masks), "segmentation", 5) == pytest.approx(
+        iou.compute(DistInfo())["miou"])
+    assert claim_measure.constant_floor([0, 1, 1, 2, 1], "classification", 3) == pytest.approx(60.0)

@@ -325,8 +325,9 @@ def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     counts = job_counts(out)
-    # the run and its evaluation; nothing else reads it
-    assert counts == {"train": 1, "evaluate": 1, "aggregate": 1, "report": 1, "all": 1}, counts
+    # its runs (3 claim seeds), the evaluation of seed 0, its claim measure and the reports; no other run
+    assert counts == {"train": 3, "evaluate": 1, "claim_measure": 1, "claim_report": 1, "aggregate": 1,
+                      "report": 1, "all": 1}, counts
     assert "runs/toy/toy_seg_dart/seed0/metrics.json" in out
     tracked = yaml.safe_load((deployment / "results/toy/config/runs/toy_seg_dart/seed0.yaml").read_text())
     assert tracked["train"]["lr"] == 0.002

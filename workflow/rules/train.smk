@@ -24,7 +24,8 @@ rule train:
         f"results/{SCALE}/benchmarks/train/{{exp}}_seed{{seed}}.tsv"
     # off the paper scale, one thread per job: a run's numbers then do not depend on --cores (torch's
     # reductions change with the thread count), and two one-thread jobs fill 2 cores as well as one
-    # two-thread job (the default DAG: 21:10 against 20:45 with two threads, same machine)
+    # two-thread job (the default DAG: 21:10 against 20:45 with two threads, same machine, before
+    # the toy pairs were cut down; 13:46 for 54 jobs on 2026-11-26)
     threads: 1 if SCALE != "paper" else 8
     resources:
         gpu=gpus(),

@@ -7,7 +7,7 @@ against `tokens_on_detail_grid`).
     python workflow/scripts/claim_measure.py --runs GRID_RUN_DIR ... --tome-match DART_JSON --out JSON
 
 One process measures every seed (a process start costs more than a toy measure). The JSON holds
-{"records": [one per run]}. The metric is top-1 for classification and video, mIoU for segmentation.
+{"records": [one per run]}, each with `floor`: the metric of always predicting the most common class. The metric is top-1 for classification and video, mIoU for segmentation.
 Classification runs are evaluated here, in the same pass as their partitions; segmentation and video
 runs take the training run's own final validation (metrics.json: the same split and checkpoint).
 With --tome-match, ToMe is applied to each grid run's trained model without retraining, with the
@@ -104,6 +104,20 @@ def gmacs(model, cfg) -> float:
 METRIC_OF_TASK = {"classification": "top1", "video": "top1", "segmentation": "miou"}
 
 
+def constant_floor(labels: list, task: str, num_classes: int) -> float:
+    """The metric of a model that always predicts the most common class (every pixel of it, for
+    segmentation): what a run at that number has not learned beyond. mIoU as dart's MeanIoU takes it,
+    over the classes present in the labels or the prediction."""
+    y = torch.cat([torch.as_tensor(t).reshape(-1) for t in labels])
+    y = y[y < num_classes]  # ignore index
+    counts = torch.bincount(y, minlength=num_classes).double()
+    if task != "segmentation":
+        return float(100 * counts.max() / counts.sum())
+    # all pixels predicted as the majority class k: IoU_k = n_k / total, 0 for every other class present
+    present = int((counts > 0).sum())
+    return float(100 * counts.max() / counts.sum() / present)
+
+
 def pick_tome_r(model, cfg, target: float):
     """The merge rate whose GMACs come closest to `target` (GMACs fall as r grows)."""
     from dart.engine.build import num_tokens
@@ -145,15 +159,17 @@ def measure_run(run: str, tome_target: float | None = None) -> dict:
     if task == "classification":
         boxes = detail_boxes(cfg)
         rec.update(top1_and_partitions(model, val_loader(cfg), dart=rec["method"] == "dart", boxes=boxes))
+        rec["floor"] = constant_floor([y for _, y in val_loader(cfg)], task, cfg["data"]["num_classes"])
         if boxes is not None:  # what a grid of the same N spends on the pattern: N * its area share
             share = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean() / cfg["data"]["img_size"] ** 2
             rec["tokens_on_detail_grid"] = float(rec["num_tokens"] * share)
     else:  # the training run's final validation: same split, same checkpoint
+        from dart.data import build_datasets
+        _, val, _ = build_datasets(cfg, prepare=False, progress=False)
         rec[metric] = metrics[metric]
         rec["val_images"] = metrics.get("val_samples")
+        rec["floor"] = constant_floor([val[i][1] for i in range(len(val))], task, cfg["data"]["num_classes"])
         if rec["method"] == "dart":
-            from dart.data import build_datasets
-            _, val, _ = build_datasets(cfg, prepare=False, progress=False)
             rec.update(partitions(model, val))
     return rec
 

@@ -67,6 +67,8 @@ def summarise(measures: list[dict], roles: list[str]) -> list[dict]:
                "gmacs": statistics.fmean(m["gmacs"] for m in ms), "metric": ms[0].get("metric", "top1"),
                "mean": mean, "std": std, "seeds": len(ms), "min": min(scores), "max": max(scores),
                "per_seed": " / ".join(f"{v:.1f}" for v in scores), "split": "val"}
+        if ms[0].get("floor") is not None:
+            row["floor"] = ms[0]["floor"]
         if role == "tome":
             row["tome_r"] = ms[0].get("tome_r")
             row["tokens_per_block"] = " ".join(str(t) for t in ms[0].get("tokens_per_block", []))
@@ -119,9 +121,10 @@ def verdicts(rows: list[dict]) -> list[dict]:
     def beats(d_role, g_role, claim, name):  # DART-N above grid-N by more than the seeds' spread
         d, g = by[d_role], by[g_role]
         spread = max(d["std"], g["std"])
+        floor = f"; always predicting the most common class scores {g['floor']:.1f}" if "floor" in g else ""
         add(claim, d["mean"] - g["mean"] > spread,
             f"DART-N {d['mean']:.1f} +- {d['std']:.1f} vs grid-N {g['mean']:.1f} +- {g['std']:.1f} {name} "
-            f"(difference {d['mean'] - g['mean']:+.1f}, spread {spread:.1f})",
+            f"(difference {d['mean'] - g['mean']:+.1f}, spread {spread:.1f}){floor}",
             (d_role, g_role), best(d) - worst(g) > spread)
 
     if "dart_n" in by and "grid_low" in by:
@@ -278,17 +281,19 @@ def write_html(rows, verdict_rows, plot_png, part_png, path: str) -> None:
     detail = [r for r in shown if ":" not in r["role"]]
     tasks = [r for r in shown if ":" in r["role"]]
     cols = ["role", "model", "tokens", "input_px", "gmacs", "metric", "mean", "std", "seeds", "per_seed",
-            "tome_r", "area_cv", "area_min_frac", "patches_per_band", "score_ratio", "tokens_on_detail",
+            "floor", "tome_r", "area_cv", "area_min_frac", "patches_per_band", "score_ratio", "tokens_on_detail",
             "tokens_on_detail_grid", "split", "what"]
     task_cols = ["task", "role", "model", "tokens", "input_px", "gmacs", "metric", "mean", "std", "seeds",
-                 "per_seed", "area_cv", "area_min_frac", "score_ratio", "split"]
+                 "per_seed", "floor", "area_cv", "area_min_frac", "score_ratio", "split"]
     doc = ["<!doctype html><meta charset='utf-8'><title>DART resolution claim (toy)</title>",
            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
            "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}</style>",
            "<h1>The resolution claim at toy scale</h1>",
            "<p>Toy <code>detail</code> set (docs/engine.md): the class is a 1-px pattern that a 2x "
-           "downsampling averages away. Every number is validation top-1 (the toy sets have no other "
-           "held-out split; nothing was tuned per model: all runs share one recipe). gmacs column in MMACs. "
+           "downsampling averages away. Every number comes from the validation split, top-1 or (segmentation) "
+           "mIoU (the toy sets have no other held-out split; nothing was tuned per model: all runs of a task "
+           "share one recipe). gmacs column in MMACs. floor: the metric of always predicting the most common "
+           "class (every pixel of it, for segmentation). "
            "tokens_on_detail: the tokens a DART partition spends on the pattern (patch area shares inside its "
            "box), against tokens_on_detail_grid for a grid of the same N. Why DART-N does not find the pattern "
            "here, and why DART-2N can leave chance without adapting (its uniform 6-band layout samples the "
