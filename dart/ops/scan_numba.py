@@ -9,9 +9,9 @@ One work item is one (batch, channel) sequence, run step by step with the N stat
 items are spread over numba's threads (as many as torch uses). On one thread a serial copy of each
 kernel runs instead, so numba's OpenMP pool never starts: starting it set the process-wide OpenMP
 thread count (torch's too) to the pool's size, and its idle threads spin-wait, so a "one-thread"
-training job took two cores. Where the pool runs, torch's thread count is put back after each call. No (batch, dim, L, N) tensor is
-formed, forward or backward: the backward recomputes each sequence's states into a per-thread
-(L + 1, N) buffer, then runs the reverse recurrence
+training job took two cores. Where the pool runs, torch's thread count is put back after each call.
+No (batch, dim, L, N) tensor is formed, forward or backward: the backward recomputes each
+sequence's states into a per-thread (L + 1, N) buffer, then runs the reverse recurrence
 
     g_t = dL/dh_t = gy_t C_t + exp(dt_{t+1} A) g_{t+1}
 

@@ -7,9 +7,10 @@ against `tokens_on_detail_grid`).
     python workflow/scripts/claim_measure.py --runs GRID_RUN_DIR ... --tome-match DART_JSON --out JSON
 
 One process measures every seed (a process start costs more than a toy measure). The JSON holds
-{"records": [one per run]}, each with `floor`: the metric of always predicting the most common class. The metric is top-1 for classification and video, mIoU for segmentation.
-Classification runs are evaluated here, in the same pass as their partitions; segmentation and video
-runs take the training run's own final validation (metrics.json: the same split and checkpoint).
+{"records": [one per run]}, each with `floor`: the metric of always predicting the most common
+class. The metric is top-1 for classification and video, mIoU for segmentation. Classification
+runs are evaluated here, in the same pass as their partitions; segmentation and video runs take the
+training run's own final validation (metrics.json: the same split and checkpoint).
 With --tome-match, ToMe is applied to each grid run's trained model without retraining, with the
 merge rate r (the same in every block) whose GMACs come closest to the DART run of the same seed.
 Numbers come from the validation split (the toy sets have no other held-out split).
