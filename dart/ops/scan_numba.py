@@ -269,12 +269,12 @@ def _threads() -> int:
 
 def _run(parallel, serial, *args) -> None:
     """Run a kernel on torch's thread count: the serial copy on one thread (no thread pool)."""
-    n = torch.get_num_threads()
-    if _threads() == 1:
+    n, k = torch.get_num_threads(), _threads()
+    if k == 1:
         serial(*args)
         return
-    if numba.get_num_threads() != _threads():
-        numba.set_num_threads(_threads())
+    if numba.get_num_threads() != k:
+        numba.set_num_threads(k)
     parallel(*args)
     if torch.get_num_threads() != n:  # the pool's start sets the process-wide OpenMP count to its own
         torch.set_num_threads(n)

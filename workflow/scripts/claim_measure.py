@@ -62,11 +62,13 @@ def _merge_stats(stats: list) -> dict:
 
 
 @torch.no_grad()
-def top1_and_partitions(model, loader, dart: bool, boxes=None, max_stats_images: int = 500):
+def top1_and_partitions(model, loader, dart: bool, num_classes: int, boxes=None, max_stats_images: int = 500):
+    """Top-1, its constant-prediction floor and (DART) partition measures, in one pass over `loader`."""
     from dart.adaptivity import partition_stats, tokens_in_box
     correct = total = 0
-    stats = []
+    stats, labels = [], []
     for x, y in loader:
+        labels.append(y)
         correct += int((model(x).argmax(-1) == y).sum())
         if dart and sum(s[0] for s in stats) < max_stats_images:
             _, part = model.tokenize(x)
@@ -76,7 +78,8 @@ def top1_and_partitions(model, loader, dart: bool, boxes=None, max_stats_images:
                                                              boxes[total:total + len(y)]).mean())
             stats.append((len(y), st))
         total += len(y)
-    return {"top1": 100.0 * correct / total, "val_images": total, **_merge_stats(stats)}
+    return {"top1": 100.0 * correct / total, "val_images": total,
+            "floor": constant_floor(labels, "classification", num_classes), **_merge_stats(stats)}
 
 
 @torch.no_grad()
@@ -159,8 +162,8 @@ def measure_run(run: str, tome_target: float | None = None) -> dict:
     model.eval()
     if task == "classification":
         boxes = detail_boxes(cfg)
-        rec.update(top1_and_partitions(model, val_loader(cfg), dart=rec["method"] == "dart", boxes=boxes))
-        rec["floor"] = constant_floor([y for _, y in val_loader(cfg)], task, cfg["data"]["num_classes"])
+        rec.update(top1_and_partitions(model, val_loader(cfg), dart=rec["method"] == "dart",
+                                       num_classes=cfg["data"]["num_classes"], boxes=boxes))
         if boxes is not None:  # what a grid of the same N spends on the pattern: N * its area share
             share = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean() / cfg["data"]["img_size"] ** 2
             rec["tokens_on_detail_grid"] = float(rec["num_tokens"] * share)
