@@ -101,3 +101,60 @@ def test_constant_floor_is_what_always_predicting_the_majority_scores():
     assert claim_measure.constant_floor(list(masks), "segmentation", 5) == pytest.approx(
         iou.compute(DistInfo())["miou"])
     assert claim_measure.constant_floor([0, 1, 1, 2, 1], "classification", 3) == pytest.approx(60.0)
+
+
+# --- "no test": a comparison that cannot decide gets no verdict (issue 18, item 5) ---
+
+CHANCE = (33.0, 32.4, 34.0)  # three balanced classes: the floor is 33.4 on these validation images
+
+
+def _at(role, seeds, floor=33.4, gmacs=0.004, **extra):
+    return dict(_row(role, seeds, gmacs), floor=floor, **extra)
+
+
+def _detail(dart_n, grid_low, grid_4n=(99.4, 96.2, 97.0)):
+    return [_at("grid_low", grid_low), _at("dart_n", dart_n, area_cv=0.2),
+            _at("dart_2n", (96.0, 97.0, 96.5), gmacs=0.008), _at("grid_4n", grid_4n, gmacs=0.016),
+            _at("tome", (58.0, 61.2, 55.4), gmacs=0.0045, tome_r=32)]
+
+
+def _verdict(rows, start):
+    return next(v for v in claim_report.verdicts(rows) if v["claim"].startswith(start))
+
+
+@pytest.mark.parametrize("dart_n,grid_low,verdict", [
+    ((31.4, 33.8, 31.6), CHANCE, "no test"),  # both sides at chance: their difference is noise
+    ((60.0, 62.0, 61.0), CHANCE, "holds"),  # one side learned: the test decides
+    (CHANCE, (50.0, 52.0, 51.0), "does not hold"),
+])
+def test_a_comparison_of_two_runs_at_the_floor_gets_no_test(dart_n, grid_low, verdict):
+    v = _verdict(_detail(dart_n, grid_low), "DART at N tokens beats the grid")
+    assert v["verdict"] == verdict
+    if verdict == "no test":
+        assert "no test: DART-N (mean 32.3, floor 33.4) and grid-N (mean 33.1, floor 33.4) are both within " \
+               "3 points of the floor" in v["numbers"]
+    # the other comparisons on the set are decided (grid-4N learned, DART-2N is off the floor)
+    assert _verdict(_detail(dart_n, grid_low), "DART at 2N tokens")["verdict"] == "holds"
+
+
+def test_an_unlearned_upper_reference_leaves_every_accuracy_comparison_untested():
+    """grid-4N (every token, full resolution) at chance: the task was not learned, so no accuracy
+    comparison on the set decides; the partition verdicts do not rest on accuracies and stay."""
+    rows = _detail((60.0, 62.0, 61.0), (40.0, 41.0, 42.0), grid_4n=(34.0, 35.1, 33.0))
+    out = {v["claim"]: v for v in claim_report.verdicts(rows)}
+    accuracy = [v for c, v in out.items() if "beats" in c or "2N tokens" in c]
+    assert len(accuracy) == 3
+    for v in accuracy:
+        assert v["verdict"] == "no test", v
+        assert "the upper reference grid-4N (mean 34.0) is within 3 points of the floor 33.4" in v["numbers"]
+    assert _verdict(rows, "The trained DART-N partition adapts")["verdict"] == "holds"
+
+
+def test_no_test_comes_before_the_one_seed_rule_on_the_task_pairs():
+    rows = claim_report.summarise([_rec(0, 20.5, floor=20.0), _rec(0, 21.0, model="dart_x", floor=20.0)],
+                                  ["video:grid_low", "video:dart_n"])
+    v = _verdict(rows, "Toy video: DART at N")
+    assert v["verdict"] == "no test" and "one seed only" not in v["numbers"]
+    rows = claim_report.summarise([_rec(0, 20.5, floor=20.0), _rec(0, 40.0, model="dart_x", floor=20.0)],
+                                  ["video:grid_low", "video:dart_n"])
+    assert _verdict(rows, "Toy video: DART at N")["verdict"] == "inconclusive"

@@ -22,17 +22,20 @@ PUBLISHED = ROOT / "workflow" / "resources" / "published.csv"
 
 
 class Tables(HTMLParser):
-    """Every <table> of a page as a list of rows of cell texts, with its id; plus img sources."""
+    """Every <table> of a page as a list of rows of cell texts, with its id and whether it sits in
+    a scrolling box (a <div class="scroll">); plus img sources, links and scripts."""
 
     def __init__(self):
         super().__init__()
         self.tables, self.imgs, self.links, self.scripts = [], [], [], 0
-        self._stack, self._cell = [], None
+        self._stack, self._cell, self._divs = [], None, []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "table":
-            self._stack.append({"id": a.get("id"), "data": a, "rows": []})
+        if tag == "div":
+            self._divs.append("scroll" in (a.get("class") or "").split())
+        elif tag == "table":
+            self._stack.append({"id": a.get("id"), "data": a, "rows": [], "in_scroll": any(self._divs)})
         elif tag == "tr" and self._stack:
             self._stack[-1]["rows"].append([])
         elif tag in ("td", "th") and self._stack:
@@ -45,7 +48,9 @@ class Tables(HTMLParser):
             self.scripts += 1
 
     def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None and self._stack:
+        if tag == "div" and self._divs:
+            self._divs.pop()
+        elif tag in ("td", "th") and self._cell is not None and self._stack:
             self._stack[-1]["rows"][-1].append("".join(self._cell).strip())
             self._cell = None
         elif tag == "table" and self._stack:
@@ -204,6 +209,41 @@ def test_aggregate_and_report(tmp_path):
     assert shown["matches"] == counts["matches"]
     assert "runs-table" in tables and len(tables["runs-table"]["rows"]) == 3
     assert "claims-table" in tables
+    assert "toy-claims-table" not in tables  # no claim at this scale: no toy verdicts, no link
+
+
+def test_headline_claims_carry_the_toy_verdicts(tmp_path):
+    """At a scale with the resolution claim, the headline claims show its verdicts with their
+    evidence kind, ahead of the published claims, and link the claim page beside the report."""
+    experiments, groups, metrics, evals, benches = _synthetic(tmp_path)
+    paths = aggregate.aggregate(published=str(PUBLISHED), complexity=[str(tmp_path / "complexity" / "deit.csv")],
+                                metrics=metrics, evals=evals, benches=benches, experiments=experiments,
+                                groups=groups, scale="toy", tolerance=TOL, outdir=str(tmp_path / "tidy"))
+    verdicts = tmp_path / "verdicts.csv"
+    pd.DataFrame([
+        {"claim": "DART at N tokens beats the grid at N tokens", "verdict": "no test",
+         "numbers": "DART-N 32.3 vs grid-N 33.1; no test: both within 3 points of the floor", "split": "val"},
+        {"claim": "Toy segmentation: DART at N tokens beats the grid <b>", "verdict": "holds",
+         "numbers": "DART-N 22.1 vs grid-N 18.5 mIoU", "split": "val"},
+    ]).to_csv(verdicts, index=False)
+    out = tmp_path / "reports" / "paper_tables.html"
+    report.render(tidy=paths, partitions=[], out=str(out), repo=ROOT, config={"scale": "toy", "tolerance": TOL},
+                  claim_verdicts=str(verdicts))
+    html = out.read_text()
+    page = parse(html)
+    tables = {t["id"]: t for t in page.tables if t["id"]}
+    toy = tables["toy-claims-table"]
+    assert toy["in_scroll"]
+    assert toy["rows"][0] == ["Claim", "The numbers behind it", "Verdict"]  # no `method` field: no column
+    assert [r[-1] for r in toy["rows"][1:]] == ["no test" + "trained here at toy scale",
+                                                "holds" + "trained here at toy scale"]
+    assert "&lt;b&gt;" in html and "beats the grid <b>" not in html
+    assert 'data-evidence="trained here at toy scale"' in html
+    assert page.links == ["claim.html"]  # relative: both pages are in reports/
+    assert html.index('id="toy-claims-table"') < html.index('id="claims-table"')
+    words = html.split('id="summary-words"')[1].split("</ul>")[0]
+    assert 'The resolution claim at toy scale, trained here (claim.html): of 2 verdicts, 1 &#34;no test&#34;, ' \
+           '1 &#34;holds&#34;.' in words
 
 
 def test_plan_helpers():

@@ -84,6 +84,10 @@ def test_dry_run_report_target_only_needs_its_inputs(deployment):
     assert r.returncode == 0, r.stderr[-3000:]
     counts = job_counts(r.stdout + r.stderr)
     assert "all" not in counts and counts["report"] == 1
+    # its headline claims show the toy claim's verdicts: the claim's report comes first
+    report = [b for b in (r.stdout + r.stderr).split("\n\n") if "rule report:" in b]
+    assert len(report) == 1 and "results/toy/claim/verdicts.csv" in report[0]
+    assert counts["claim_report"] == 1
 
 
 def test_dry_run_paper_scale_with_slurm_profile(deployment):
@@ -111,8 +115,9 @@ def test_dry_run_paper_scale_with_slurm_profile(deployment):
     assert run_cfg["model"]["init_checkpoint"] == "runs/paper/dart_deit_small/seed0/checkpoint_last.pt"
     assert run_cfg["model"]["name"] == "dart_deit_small_patch16_224_392" and run_cfg["train"]["epochs"] == 30
     assert "--config results/paper/config/runs/dart_deit_small_392/seed0.yaml" in out
-    # a paper run has its own report: it never overwrites the toy one
+    # a paper run has its own report: it never overwrites the toy one; the paper scale has no claim
     assert "reports/paper_tables_paper.html" in out and "reports/paper_tables.html" not in out
+    assert "claim_report" not in counts and "claim/verdicts.csv" not in out
 
 
 def test_paper_dag_is_unambiguous_under_strict_evaluation(deployment):
@@ -229,7 +234,8 @@ def test_end_to_end_miniature(tmp_path):
     html = (tmp_path / "reports" / "paper_tables.html").read_text()
     from test_report import parse
     page = parse(html)
-    assert page.scripts == 0 and not page.links
+    assert page.scripts == 0 and page.links == ["claim.html"]  # the claim page beside it, nothing else
+    assert "toy-claims-table" in html and "trained here at toy scale" in html
     assert len(page.imgs) >= 2 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
     tables = {t["id"]: t["rows"] for t in page.tables if t["id"]}
     # main table: every published row is there; the counted DeiT-Ti row matches on params and GMACs,

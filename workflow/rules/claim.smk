@@ -56,9 +56,11 @@ rule claim_tome:
 
 
 rule claim_report:
-    """reports/claim.html: tables (mean +- std over seeds), verdicts, top-1 vs GMACs, partitions."""
+    """reports/claim.html (workflow/templates/claim.html.j2): verdicts, tables (mean +- std over
+    seeds), top-1 vs GMACs, partitions; summary.csv and verdicts.csv (the main report reads these)."""
     input:
         measures=lambda wc: claim_measures()[0],
+        templates=[str(WORKFLOW_DIR / "templates" / t) for t in ("claim.html.j2", "base.html.j2")],
     output:
         html="reports/claim.html",
         summary=f"results/{SCALE}/claim/summary.csv",
@@ -68,6 +70,7 @@ rule claim_report:
         roles=lambda wc: " ".join(claim_measures()[1]),
         outdir=lambda wc, output: str(Path(output.summary).parent),
         partition_run=lambda wc: f"runs/{SCALE}/{CLAIM_ROLES['dart_n']}/seed{CLAIM_SEEDS[0]}",
+        scale=SCALE,
     log:
         f"results/logs/{SCALE}/claim/report.log",
     benchmark:
@@ -80,4 +83,5 @@ rule claim_report:
         "../envs/torch.yaml"
     shell:
         "python {params.script} --measures {input.measures} --roles {params.roles} "
-        "--partition-run {params.partition_run} --outdir {params.outdir} --html {output.html} > {log} 2>&1"
+        "--partition-run {params.partition_run} --outdir {params.outdir} --html {output.html} --scale {params.scale} "
+        "> {log} 2>&1"

@@ -42,3 +42,8 @@ def claim_measures():
 
 def claim_outputs():
     return ["reports/claim.html"] if CLAIM else []
+
+
+def claim_verdicts_outputs():
+    """The claim's verdicts.csv, which the main report shows under its headline claims."""
+    return [f"results/{SCALE}/claim/verdicts.csv"] if CLAIM else []

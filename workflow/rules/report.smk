@@ -67,7 +67,10 @@ rule report:
         unpack(lambda wc: dict(rules.aggregate.output.items())),
         settings=lambda wc: tracked("report", config),
         template=str(WORKFLOW_DIR / "templates" / "paper_tables.html.j2"),
+        base_template=str(WORKFLOW_DIR / "templates" / "base.html.j2"),
         partitions=partition_outputs(),
+        # the resolution claim's toy verdicts, under the headline claims (none at a scale without it)
+        claim_verdicts=lambda wc: claim_verdicts_outputs(),
         tokenizer_bench=tokenizer_bench_outputs(),
     output:
         REPORT,

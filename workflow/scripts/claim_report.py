@@ -1,41 +1,55 @@
 """The resolution claim at toy scale: tables (mean +- std over seeds), verdicts, top-1 vs GMACs plot,
-partition pictures of the trained DART model, and one self-contained HTML page.
+partition pictures of the trained DART model, and one self-contained HTML page (Jinja2,
+workflow/templates/claim.html.j2, which extends the reports' base.html.j2).
 
     python workflow/scripts/claim_report.py --measures M1.json M2.json ... --roles ROLE ... \
-        --partition-run RUN_DIR --outdir results/toy/claim --html reports/claim.html
+        --partition-run RUN_DIR --outdir results/toy/claim --html reports/claim.html [--scale toy]
 
 Each measure JSON holds one experiment's records (one per seed, `claim_measure.py`). `--roles` gives
-each JSON's row, in the same order: grid_low, dart_n, dart_2n, grid_4n or tome on the detail set, and
-TASK:grid_low or TASK:dart_n for the same regime on another toy task (segmentation, video).
+each JSON's row, in the same order: a role of ROWS (grid_low, dart_n, dart_2n, grid_4n, tome, ...)
+on the detail set, or TASK:ROLE for the same regime on another toy task (segmentation, video).
+
+The page is built from data: its rows from ROWS (role -> short name, description), its columns
+from COLUMNS (machine name -> words, unit); summary.csv and verdicts.csv keep the machine names. A
+record field this script does not know (a new measure, `method`, `trunk`, ...) is carried into
+the row and rendered under its own name.
 """
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
-import html
-import io
 import json
 import os
 import statistics
 import sys
+from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-ROWS = {  # role -> what it stands for in the paper
-    "grid_low": "grid, N tokens, 2x-downsampled image (DeiT at 224)",
-    "dart_n": "DART, N tokens, full resolution, scorer on the downsampled copy (DART at 448)",
-    "dart_2n": "DART, 2N tokens, full resolution (the 392-token row)",
-    "grid_4n": "grid, 4N tokens, full resolution (DeiT-S at 384, the upper bound)",
-    "tome": "ToMe on the trained full-resolution grid, r matched to DART-N's GMACs (no retraining)",
+ROWS = {  # role -> (short name, what it stands for in the paper)
+    "grid_low": ("grid-N", "grid, N tokens, 2x-downsampled image (DeiT at 224)"),
+    "dart_n": ("DART-N", "DART, N tokens, full resolution, scorer on the downsampled copy (DART at 448)"),
+    "dart_n_uniform": ("DART-N at the grid", "DART-N with its partition held at the grid (a control: DART's "
+                       "resampling at full resolution without adapting)"),
+    "dart_2n": ("DART-2N", "DART, 2N tokens, full resolution (the 392-token row)"),
+    "grid_4n": ("grid-4N", "grid, 4N tokens, full resolution (DeiT-S at 384, the upper bound)"),
+    "tome": ("ToMe", "ToMe on the trained full-resolution grid, r matched to DART-N's GMACs (no retraining)"),
 }
-ADAPT = ("area_cv", "area_min_frac", "area_max_frac", "band_height_cv", "score_ratio", "score_cv",
-         "tokens_on_detail", "tokens_on_detail_grid")
+# a DART run's partition measures (claim_measure.py): the page's partition tables, in this order
+ADAPT = ("area_cv", "area_min_frac", "area_max_frac", "band_height_cv", "patches_per_band", "score_ratio",
+         "score_cv", "tokens_on_detail", "tokens_on_detail_grid")
 # DART "finds the detail" when it spends this many times the grid's tokens on the pattern
 FINDS_DETAIL = 1.5
 METRIC_NAMES = {"top1": "top-1", "miou": "mIoU"}
 TASKS = ("segmentation", "video")  # other toy tasks the regime is run on (TASK:role)
+# record fields that describe a run rather than measure it: one row cannot stand for seeds that
+# differ in them
+VARIANT_FIELDS = ("method", "trunk")
+# record fields about one run that a row over seeds does not carry (train_<metric> too: the
+# training run's own last validation, which the measure's own number replaces)
+PER_RUN = {"run", "seed", "task", "wall_s", "val_images", "target_gmacs"}
 
 
 def _mean_std(values):
@@ -50,9 +64,28 @@ def _score(m: dict) -> float:
     return m[m.get("metric", "top1")]
 
 
+def _carried(key: str, values: list, role: str):
+    """A field the summary does not know, over a role's seeds: a number's mean, a list's
+    element-wise mean (written like patches_per_band), a text (the seeds' distinct texts joined by
+    " / "; seeds that differ in a VARIANT_FIELDS field are an error)."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return statistics.fmean(values)
+    if all(isinstance(v, list) and len(v) == len(values[0]) for v in values) and all(
+            isinstance(x, (int, float)) for v in values for x in v):
+        means = [statistics.fmean(v[i] for v in values) for i in range(len(values[0]))]
+        whole = all(float(x).is_integer() for v in values for x in v)
+        return " ".join(f"{m:.0f}" if whole else f"{m:.2f}" for m in means)
+    texts = list(dict.fromkeys(str(v) for v in values))
+    if len(texts) > 1 and key in VARIANT_FIELDS:
+        raise SystemExit(f"the records of role {role} differ in {key} ({', '.join(texts)}): one row stands for "
+                         f"one {key}; give each its own role")
+    return " / ".join(texts)
+
+
 def summarise(measures: list[dict], roles: list[str]) -> list[dict]:
     """One row per role (mean, std, min, max of the metric over seeds); a TASK:role row also names
-    its task. Detail rows come first, in ROWS order."""
+    its task. Detail rows come first, in ROWS order. Record fields not named here (a new measure, a
+    describing field such as `method` or `trunk`) are carried over (`_carried`)."""
     order = list(ROWS) + list(dict.fromkeys(r for r in roles if ":" in r))
     rows = []
     for role in order:
@@ -62,23 +95,23 @@ def summarise(measures: list[dict], roles: list[str]) -> list[dict]:
         task, _, base = role.rpartition(":")
         scores = [_score(m) for m in ms]
         mean, std = _mean_std(scores)
-        row = {"role": role, "task": task or "classification (detail)", "what": ROWS.get(base, ""),
+        row = {"role": role, "task": task or "classification (detail)", "what": ROWS[base][1] if base in ROWS else "",
                "model": ms[0]["model"], "tokens": ms[0]["num_tokens"], "input_px": ms[0]["img_size"],
                "gmacs": statistics.fmean(m["gmacs"] for m in ms), "metric": ms[0].get("metric", "top1"),
                "mean": mean, "std": std, "seeds": len(ms), "min": min(scores), "max": max(scores),
                "per_seed": " / ".join(f"{v:.1f}" for v in scores), "split": "val"}
         if ms[0].get("floor") is not None:
             row["floor"] = ms[0]["floor"]
-        if role == "tome":
+        if base == "tome":
             row["tome_r"] = ms[0].get("tome_r")
             row["tokens_per_block"] = " ".join(str(t) for t in ms[0].get("tokens_per_block", []))
-        for k in ADAPT:
-            if k in ms[0]:
-                row[k] = statistics.fmean(m[k] for m in ms)
-        if "patches_per_band" in ms[0]:
-            nb = len(ms[0]["patches_per_band"])
-            row["patches_per_band"] = " ".join(
-                f"{statistics.fmean(m['patches_per_band'][i] for m in ms):.2f}" for i in range(nb))
+        handled = set(row) | {"num_tokens", "img_size", row["metric"], "tome_r", "tokens_per_block"}
+        for key in dict.fromkeys(k for m in ms for k in m):
+            if key in handled or key in PER_RUN or key.startswith("train_"):
+                continue
+            values = [m[key] for m in ms if m.get(key) is not None]
+            if values:
+                row[key] = _carried(key, values, role)
         rows.append(row)
     return rows
 
@@ -87,6 +120,44 @@ def summarise(measures: list[dict], roles: list[str]) -> list[dict]:
 # a claim resting on it is "inconclusive", never "holds" on the strength of a wide spread, unless it
 # fails even with DART's best seed against the other side's worst ("does not hold" either way)
 UNSTABLE_STD = 10.0
+# A run has not learned when its mean over seeds is within this many points of its floor (the
+# metric of always predicting the most common class) or below it. On the detail set's three
+# balanced classes the floor is 33.3% and one seed at chance lands within about 2 points of it on
+# the 500 validation images (binomial std 2.1 points; the mean of 3 seeds, 1.2): 3 points tells
+# "at chance" from "learned something". Two runs
+# that have not learned, or any comparison on a task whose upper reference (grid-4N: every token at
+# full resolution) has not learned, differ by noise: the verdict is "no test", never holds / does
+# not hold. One threshold for every metric (top-1, mIoU), set from the detail set, not per verdict.
+NEAR_FLOOR = 3.0
+UPPER_REFERENCE = "grid_4n"  # the role that shows a task can be learned at all
+
+
+def _name(role: str) -> str:
+    base = role.rpartition(":")[2]
+    return ROWS[base][0] if base in ROWS else role
+
+
+def _unlearned(r: dict) -> bool:
+    """Whether a row's mean is within NEAR_FLOOR points of its floor or below (False: no floor)."""
+    return r.get("floor") is not None and r["mean"] - r["floor"] <= NEAR_FLOOR
+
+
+def no_test(by: dict, involved) -> str | None:
+    """Why an accuracy comparison between the rows `involved` cannot decide (None: it can): its
+    family's upper reference has not learned, or none of its sides has."""
+    task = involved[0].rpartition(":")[0]
+    ref = by.get(f"{task}:{UPPER_REFERENCE}" if task else UPPER_REFERENCE)
+    if ref is not None and _unlearned(ref):
+        return (f"no test: the upper reference {_name(ref['role'])} (mean {ref['mean']:.1f}) is within "
+                f"{NEAR_FLOOR:.0f} points of the floor {ref['floor']:.1f} (always predicting the most common class): "
+                "the task was not learned even with every token at full resolution, so no comparison on it decides")
+    sides = [by[r] for r in involved if r in by]
+    if sides and all(_unlearned(r) for r in sides):
+        named = " and ".join(f"{_name(r['role'])} (mean {r['mean']:.1f}, floor {r['floor']:.1f})" for r in sides)
+        both, neither = ("both", "neither") if len(sides) == 2 else ("all", "none")
+        return (f"no test: {named} are {both} within {NEAR_FLOOR:.0f} points of the floor (always predicting the "
+                f"most common class): {neither} learned the task, so their difference is noise")
+    return None
 
 
 def verdicts(rows: list[dict]) -> list[dict]:
@@ -101,7 +172,12 @@ def verdicts(rows: list[dict]) -> list[dict]:
 
     def add(claim, holds, numbers, involved=(), holds_at_best=None):
         """holds_at_best: whether the claim would hold with DART's best seed against the other
-        side's worst (None: the claim does not rest on accuracies)."""
+        side's worst (None: the claim does not rest on accuracies). An accuracy comparison
+        (`involved` names its sides) first gets "no test" when it cannot decide (`no_test`)."""
+        reason = no_test(by, involved) if involved else None
+        if reason:
+            out.append({"claim": claim, "verdict": "no test", "numbers": f"{numbers}; {reason}", "split": "val"})
+            return
         unstable = [r for r in involved if r in by and by[r]["std"] > UNSTABLE_STD]
         verdict = "holds" if holds else "does not hold"
         single = [r for r in involved if r in by and by[r].get("seeds", 2) < 2]
@@ -194,7 +270,10 @@ def plot(rows: list[dict], measures, roles, path: str) -> None:
         pts = [m for m, ro in zip(measures, roles) if ro == r["role"]]
         ax.scatter([m["gmacs"] * 1e3 for m in pts], [m["top1"] for m in pts], s=12, alpha=0.4)
         ax.errorbar([r["gmacs"] * 1e3], [r["mean"]], yerr=[r["std"]], fmt="o", capsize=3,
-                    label=f"{r['role']} ({r['tokens']} tok, {r['input_px']} px)")
+                    label=f"{_name(r['role'])} ({r['tokens']} tok, {r['input_px']} px)")
+    floors = {r["floor"] for r in rows if ":" not in r["role"] and r.get("floor") is not None}
+    if len(floors) == 1:  # what a run that learned nothing scores
+        ax.axhline(floors.pop(), ls=":", lw=1, color="0.4", label="floor: always the most common class")
     ax.set_xlabel("MMACs per image")
     ax.set_ylabel("val top-1 (%)")
     ax.set_title("toy detail set: top-1 vs cost (mean +- std over seeds)")
@@ -261,69 +340,153 @@ def partition_figure(run_dir: str, path: str, images: int = 4) -> None:
     plt.close(fig)
 
 
-def _img(path: str) -> str:
-    with open(path, "rb") as f:
-        return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+class Column(NamedTuple):
+    """How the page shows a field: its name in words, its unit, its decimals (None: 4 significant
+    digits) and a factor (shown = stored x factor). `{metric}` and `{per}` in the words and unit
+    stand for the table's metric (top-1, mIoU) and what its cost is counted per."""
+    words: str
+    unit: str = ""
+    digits: int | None = None
+    factor: float = 1.0
 
 
-def _table(rows: list[dict], cols: list[str]) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return html.escape("" if v is None else str(v))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+# machine name (summary.csv, verdicts.csv) -> how the page shows it; a field not listed here
+# renders under its own name, underscores as spaces
+COLUMNS = {
+    "role": Column("run"),
+    "task": Column("task"),
+    "model": Column("model", "timm name"),
+    "method": Column("method"),
+    "trunk": Column("scorer trunk"),
+    "tokens": Column("tokens", "per {frame}"),
+    "input_px": Column("input", "px"),
+    "gmacs": Column("compute", "MMACs per {per}", 2, 1e3),
+    "metric": Column("metric"),
+    "mean": Column("{metric}, mean over seeds", "%", 1),
+    "std": Column("spread over seeds", "std, points", 1),
+    "per_seed": Column("{metric} per seed", "%"),
+    "seeds": Column("seeds"),
+    "floor": Column("floor: always the most common class", "%", 1),
+    "tome_r": Column("ToMe merges per block", "r"),
+    "tokens_per_block": Column("tokens entering each block", "ToMe"),
+    "split": Column("split"),
+    "area_cv": Column("patch-area spread", "std / mean; grid = 0", 3),
+    "area_min_frac": Column("smallest patch", "x the mean area", 2),
+    "area_max_frac": Column("largest patch", "x the mean area", 2),
+    "band_height_cv": Column("band-height spread", "std / mean", 3),
+    "patches_per_band": Column("patches per band", "top to bottom"),
+    "score_ratio": Column("highest / lowest score", "grid = 1", 3),
+    "score_cv": Column("score spread", "std / mean", 3),
+    "tokens_on_detail": Column("tokens on the pattern", "", 2),
+    "tokens_on_detail_grid": Column("tokens on the pattern, a grid of the same N", "", 2),
+    "claim": Column("claim"),
+    "verdict": Column("verdict"),
+    "numbers": Column("the numbers behind it"),
+}
+# the run table's columns in order (then any field COLUMNS does not know); a column shows when a
+# row has a value in it
+RUN_COLUMNS = ("role", "task", "model", "method", "trunk", "tokens", "input_px", "gmacs", "metric", "mean", "std",
+               "per_seed", "seeds", "floor", "tome_r", "tokens_per_block", "split")
+VERDICT_COLUMNS = ("claim", "method", "verdict", "numbers", "split")
+# in summary.csv, not on the page: the role's description is shown under its name, min and max
+# in "per seed", a detail row's task is its section
+NOT_SHOWN = {"what", "min", "max"}
+TEXT_COLUMNS = {"claim", "numbers"}  # long texts: they wrap at a readable width
+NOWRAP_COLUMNS = {"per_seed", "patches_per_band", "tokens_per_block", "verdict"}  # short lists: one line
+VALUE_WORDS = {"metric": METRIC_NAMES}  # machine values the page writes in words
+VERDICT_CSS = {"holds": "ok", "does not hold": "bad", "inconclusive": "warn", "no test": "na"}
 
 
-def write_html(rows, verdict_rows, plot_png, part_png, path: str) -> None:
-    shown = [dict(r, gmacs=r["gmacs"] * 1e3) for r in rows]
-    detail = [r for r in shown if ":" not in r["role"]]
-    tasks = [r for r in shown if ":" in r["role"]]
-    cols = ["role", "model", "tokens", "input_px", "gmacs", "metric", "mean", "std", "seeds", "per_seed",
-            "floor", "tome_r", "area_cv", "area_min_frac", "patches_per_band", "score_ratio", "tokens_on_detail",
-            "tokens_on_detail_grid", "split", "what"]
-    task_cols = ["task", "role", "model", "tokens", "input_px", "gmacs", "metric", "mean", "std", "seeds",
-                 "per_seed", "floor", "area_cv", "area_min_frac", "score_ratio", "split"]
-    doc = ["<!doctype html><meta charset='utf-8'><title>DART resolution claim (toy)</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-           "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}</style>",
-           "<h1>The resolution claim at toy scale</h1>",
-           "<p>Toy <code>detail</code> set (docs/engine.md): the class is a 1-px pattern that a 2x "
-           "downsampling averages away. Every number comes from the validation split, top-1 or (segmentation) "
-           "mIoU (the toy sets have no other held-out split; nothing was tuned per model: all runs of a task "
-           "share one recipe). gmacs column in MMACs. floor: the metric of always predicting the most common "
-           "class (every pixel of it, for segmentation). "
-           "tokens_on_detail: the tokens a DART partition spends on the pattern (patch area shares inside its "
-           "box), against tokens_on_detail_grid for a grid of the same N. Why DART-N does not find the pattern "
-           "here, and why DART-2N can leave chance without adapting (its uniform 6-band layout samples the "
-           "1-px pattern at 1.33 x 1.5 px steps: an alias, where DART-N's exact 2-px steps average it "
-           "away): docs/engine.md, 'DART on the detail set'.</p>",
-           "<h2>Verdicts</h2>", _table(verdict_rows, ["claim", "verdict", "numbers", "split"]),
-           "<h2>Detail set: runs (mean +- std over seeds)</h2>", _table(detail, cols)]
-    if tasks:
-        doc += ["<h2>The same regime on the segmentation and video sets (mean +- std over seeds)</h2>",
-                "<p>Grid at N tokens on the 2x-downsampled input against DART at N tokens on the full "
-                "resolution, its scorer on the downsampled copy (docs/engine.md, 'The paper's regime'). "
-                "Segmentation is scored in mIoU on the full-resolution validation masks (the grid's logits "
-                "upsampled); partition measures of a video model count every frame.</p>",
-                _table(tasks, task_cols)]
-    doc.append(f"<h2>Top-1 vs cost (detail set)</h2><img src='{_img(plot_png)}'>")
-    if part_png:
-        doc.append(f"<h2>Partitions of the trained DART-N model (seed 0; dashed: the pattern)</h2>"
-                   f"<img src='{_img(part_png)}'>")
-    tmp = path + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "w") as f:
-        f.write("\n".join(doc))
-    os.replace(tmp, path)
+def _fmt(value, col: Column) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    v = value * col.factor
+    if col.digits is not None:
+        return f"{v:.{col.digits}f}"
+    return f"{v:.4g}"
+
+
+def _column(name: str, context: dict) -> Column:
+    if name not in COLUMNS:
+        return Column(name.replace("_", " "))
+    col = COLUMNS[name]
+    return col._replace(words=col.words.format(**context), unit=col.unit.format(**context))
+
+
+def table(rows: list[dict], names, context: dict, extra: bool = False) -> dict:
+    """A table for the page: the columns of `names` that some row fills (and with `extra`, every
+    field COLUMNS does not know, after them), each row's cells formatted."""
+    names = [n for n in names if n not in NOT_SHOWN]
+    if extra:
+        known = set(COLUMNS) | NOT_SHOWN | set(ADAPT)
+        names += [k for k in dict.fromkeys(k for r in rows for k in r) if k not in known and k not in names]
+    names = [n for n in names if any(r.get(n) not in (None, "") for r in rows)]
+    columns = [dict(_column(n, context)._asdict(), name=n) for n in names]
+    body = []
+    for r in rows:
+        cells = []
+        for n in names:
+            col, v = COLUMNS.get(n, Column(n)), r.get(n)
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            cell = {"text": _fmt(VALUE_WORDS.get(n, {}).get(v, v), col), "css": "" if number else "l", "note": ""}
+            if n == "role":
+                cell.update(text=_name(v), note=r.get("what", ""))
+            elif n == "verdict":
+                cell["css"] = f"{VERDICT_CSS.get(v, 'na')} verdict"
+            elif n in TEXT_COLUMNS:
+                cell["css"] = "l text"
+            if n in NOWRAP_COLUMNS:
+                cell["css"] += " nowrap"
+            cells.append(cell)
+        body.append(cells)
+    return {"columns": columns, "rows": body}
+
+
+# what a task's cost and tokens are counted per (a video model sees clips of frames)
+PER_TASK = {"video": {"per": "clip", "frame": "frame"}}
+
+
+def _section(rows: list[dict], task: str) -> dict:
+    """One task's run table and (for its DART rows) its partition table; the headers name the
+    metric when all rows share one."""
+    metrics = {r["metric"] for r in rows}
+    context = {"metric": METRIC_NAMES.get(next(iter(metrics)), "metric") if len(metrics) == 1 else "metric",
+               "per": "image", "frame": "image", **PER_TASK.get(task, {})}
+    names = [n for n in RUN_COLUMNS if n != "task" and (n != "metric" or len(metrics) > 1)]
+    dart = [r for r in rows if any(r.get(k) is not None for k in ADAPT)]
+    return {"task": task, "metric": context["metric"], "runs": table(rows, names, context, extra=True),
+            "partitions": table(dart, ["role", *ADAPT], context)}
+
+
+def page_context(rows: list[dict], verdict_rows: list[dict]) -> dict:
+    """Everything the claim page shows, as tables of formatted cells (claim.html.j2): the verdicts,
+    the detail set's runs, and the runs of each other task (TASK:role rows) in their own section."""
+    detail = [r for r in rows if ":" not in r["role"]]
+    tasks = list(dict.fromkeys(r["role"].split(":")[0] for r in rows if ":" in r["role"]))
+    return {"verdicts": table(verdict_rows, VERDICT_COLUMNS, {}, extra=True),
+            "detail": _section(detail, "classification") if detail else None,
+            "tasks": [_section([r for r in rows if r["role"].startswith(task + ":")], task) for task in tasks],
+            "near_floor": NEAR_FLOOR, "unstable_std": UNSTABLE_STD}
+
+
+def write_html(rows, verdict_rows, plot_png, part_png, path: str, *, scale: str = "", inputs=()) -> None:
+    """reports/claim.html from workflow/templates/claim.html.j2 (images inlined: self-contained).
+    `inputs`: (role, measure JSON) pairs, listed under the provenance."""
+    from page import environment, generated, git_info, png_file_uri, versions, write_page
+    provenance = {"measures": "; ".join(f"{role}: {p}" for role, p in inputs)} if inputs else {}
+    html = environment().get_template("claim.html.j2").render(
+        title="The resolution claim at toy scale", scale=scale, generated=generated(),
+        git=git_info(ROOT), versions=versions(), provenance=provenance,
+        plot=png_file_uri(plot_png), partitions=png_file_uri(part_png) if part_png else None,
+        **page_context(rows, verdict_rows))
+    write_page(html, path)
 
 
 def _valid_role(role: str) -> bool:
     task, _, base = role.rpartition(":")
-    if task:
-        return task in TASKS and base in ("grid_low", "dart_n")
-    return role in ROWS
+    return base in ROWS and (not task or task in TASKS)
 
 
 def main(argv=None) -> int:
@@ -333,10 +496,11 @@ def main(argv=None) -> int:
     ap.add_argument("--partition-run", default=None)
     ap.add_argument("--outdir", required=True)
     ap.add_argument("--html", required=True)
+    ap.add_argument("--scale", default="", help="the scale the runs are of (shown in the page's header)")
     args = ap.parse_args(argv)
     if len(args.measures) != len(args.roles) or not all(_valid_role(r) for r in args.roles):
-        raise SystemExit(f"--roles must name one of {', '.join(ROWS)} (or TASK:grid_low, TASK:dart_n for a "
-                         f"task of {', '.join(TASKS)}) per measure JSON")
+        raise SystemExit(f"--roles must name one of {', '.join(ROWS)} (or TASK:ROLE for a task of "
+                         f"{', '.join(TASKS)}) per measure JSON")
     measures, roles = [], []
     for p, role in zip(args.measures, args.roles):
         with open(p) as f:
@@ -354,7 +518,7 @@ def main(argv=None) -> int:
     if args.partition_run:
         part_png = os.path.join(args.outdir, "partitions.png")
         partition_figure(args.partition_run, part_png)
-    write_html(rows, ver, plot_png, part_png, args.html)
+    write_html(rows, ver, plot_png, part_png, args.html, scale=args.scale, inputs=list(zip(args.roles, args.measures)))
     for v in ver:
         print(f"{v['verdict']:>14}: {v['claim']} -- {v['numbers']}")
     return 0

@@ -1,28 +1,31 @@
 """reports/paper_tables.html: the paper's tables rebuilt from our results, one self-contained page.
 
-Jinja2 with autoescape on; every image is an inlined PNG (data: URI); no script, no network.
-Inputs are the tidy CSVs of `aggregate.py`, the partition pictures and the config.
+Jinja2 with autoescape on (workflow/templates/paper_tables.html.j2, which extends base.html.j2);
+every image is an inlined PNG (data: URI); no script, no network. Inputs are the tidy CSVs of
+`aggregate.py`, the partition pictures, the config and, at a scale with the resolution claim, its
+toy verdicts (results/<scale>/claim/verdicts.csv of `claim_report.py`; the page links claim.html).
 
 Run by the `report` rule (Snakemake `script:`) or imported by the tests (`render(...)`).
 """
 
-import base64
-import datetime as _dt
+import csv
 import io
 import json
 import math
 import os
 import platform
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-TEMPLATE_DIR = HERE.parent / "templates"
+sys.path.insert(0, str(HERE))
+from page import TEMPLATE_DIR, environment, generated, git_info, png_data_uri, versions, write_page  # noqa: E402
+
 TEMPLATE = "paper_tables.html.j2"
+# the resolution claim's page (claim_report.py), beside this one in reports/
+CLAIM_PAGE = "claim.html"
 
 TABLE_TITLES = {
     "main": "Main results (ImageNet-1K)",
@@ -31,7 +34,9 @@ TABLE_TITLES = {
 }
 METRIC_TITLES = {"params_m": "Params (M)", "patches": "Tokens", "gmacs": "GFLOPs (GMACs)", "top1": "Top-1 (%)"}
 VERDICT_CLASS = {"matches": "ok", "differs": "bad", "not run at this scale": "na", "not built": "na",
-                 "not measured": "na", "smoke: not a result": "smoke", "": "na"}
+                 "not measured": "na", "smoke: not a result": "smoke", "": "na",
+                 # the resolution claim's verdicts (claim_report.py)
+                 "holds": "ok", "does not hold": "bad", "inconclusive": "warn", "no test": "na"}
 # short labels of the evidence kinds, printed under each verdict
 EVIDENCE_SHORT = {"counted from code": "counted", "measured here": "measured", "trained here": "trained",
                   "trained here at toy scale": "toy-trained", "published only": "published only",
@@ -63,10 +68,6 @@ def fmt_delta(x, digits: int = 2) -> str:
     if math.isnan(v):
         return ""
     return f"{v:+.{digits}f}"
-
-
-def png_data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def figure_uri(fig) -> str:
@@ -113,6 +114,20 @@ def paper_tables(comparison: pd.DataFrame) -> list[dict]:
     return tables
 
 
+def toy_claims(path: str | None) -> dict | None:
+    """The resolution claim's verdicts at toy scale (verdicts.csv of claim_report.py) for the
+    headline claims, each with its evidence kind and the claim page's link (None: no file)."""
+    if not path:
+        return None
+    from aggregate import TRAINED_TOY
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = [{"claim": r.get("claim") or "", "method": r.get("method") or "", "numbers": r.get("numbers") or "",
+            "verdict": r.get("verdict") or "", "css": VERDICT_CLASS.get(r.get("verdict") or "", "na"),
+            "evidence": TRAINED_TOY} for r in rows]
+    return {"rows": out, "methods": any(r["method"] for r in out), "page": CLAIM_PAGE}
+
+
 def claims_rows(claims: pd.DataFrame) -> list[dict]:
     out = []
     for _, c in claims.iterrows():
@@ -128,8 +143,9 @@ def claims_rows(claims: pd.DataFrame) -> list[dict]:
     return out
 
 
-def summary_words(comparison: pd.DataFrame, claims: pd.DataFrame, smoke: bool) -> list[str]:
-    """What was and was not reproduced, in sentences, from the verdicts and their evidence."""
+def summary_words(comparison: pd.DataFrame, claims: pd.DataFrame, smoke: bool, toy: dict | None = None) -> list[str]:
+    """What was and was not reproduced, in sentences, from the verdicts and their evidence (`toy`:
+    the resolution claim's verdicts at toy scale, `toy_claims`)."""
     def n(df, **eq):
         m = pd.Series(True, index=df.index)
         for k, v in eq.items():
@@ -145,6 +161,12 @@ def summary_words(comparison: pd.DataFrame, claims: pd.DataFrame, smoke: bool) -
         out.append(f"Top-1: {n(top1, verdict='matches')} of {len(top1)} published cells reproduced "
                    f"({trained} trained here at the paper's scale; the others need an ImageNet-1K run this scale "
                    f"does not make, or a method not built here).")
+    if toy and toy["rows"]:
+        tally = {}
+        for r in toy["rows"]:
+            tally[r["verdict"]] = tally.get(r["verdict"], 0) + 1
+        out.append(f"The resolution claim at toy scale, trained here ({CLAIM_PAGE}): of {len(toy['rows'])} verdicts, "
+                   + ", ".join(f'{n} "{v}"' for v, n in tally.items()) + ".")
     counted = comparison[comparison["evidence"] == "counted from code"] if len(comparison) else comparison
     if len(counted):
         out.append(f"Parameters and GMACs: {n(counted, verdict='matches')} of {len(counted)} cells match, "
@@ -353,30 +375,6 @@ def images(paths: list[str]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------- provenance
 
-def git_info(repo: Path) -> dict:
-    def run(*args):
-        try:
-            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    commit = run("rev-parse", "HEAD")
-    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
-    return {"commit": commit or "(not a git checkout)", "dirty": dirty, "branch": run("rev-parse", "--abbrev-ref", "HEAD")}
-
-
-def versions(extra: dict | None = None) -> dict:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "torchvision", "timm", "dart-tokenizer", "snakemake", "snakemake-executor-plugin-slurm",
-                 "pandas", "seaborn", "matplotlib", "jinja2", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    out.update(extra or {})
-    return out
-
-
 def hardware(runs: pd.DataFrame, throughput: pd.DataFrame) -> dict:
     cpu = platform.processor() or ""
     try:
@@ -415,11 +413,9 @@ def config_text(config: dict) -> str:
 
 
 def render(*, tidy: dict, partitions: list[str], config: dict, out: str, repo: Path | None = None,
-           template: str | None = None, command: str = "", benchmarks=()) -> dict:
-    """Write the HTML report; return the verdict counts (cells and claims)."""
-    import jinja2
-
-    sys.path.insert(0, str(HERE))
+           template: str | None = None, command: str = "", benchmarks=(), claim_verdicts: str | None = None) -> dict:
+    """Write the HTML report; return the verdict counts (cells and claims). `claim_verdicts`: the
+    resolution claim's verdicts.csv at this scale, shown in the headline claims (None: no claim)."""
     from aggregate import VERDICTS
 
     comparison = pd.read_csv(tidy["comparison"], keep_default_na=True)
@@ -446,32 +442,28 @@ def render(*, tidy: dict, partitions: list[str], config: dict, out: str, repo: P
     scale = config.get("scale", "")
     smoke = bool(((config.get("scales") or {}).get(scale) or {}).get("smoke", False))
     template = Path(template) if template else TEMPLATE_DIR / TEMPLATE
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)),
-                             autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    html = env.get_template(template.name).render(
+    toy = toy_claims(claim_verdicts)
+    html = environment(template.parent).get_template(template.name).render(
         title="DART (arXiv 2506.10390): published numbers beside ours",
-        scale=scale, generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        scale=scale, generated=generated(),
         counts=counts, tolerance=config.get("tolerance", {}), smoke=smoke,
         verdicts=[v for v in VERDICTS if counts.get(v)], evidence_rows=evidence_rows,
-        summary=summary_words(comparison, claims, smoke), rule_times=rule_times(benchmarks),
-        tables=paper_tables(comparison), claims=claims_rows(claims),
+        summary=summary_words(comparison, claims, smoke, toy), rule_times=rule_times(benchmarks),
+        tables=paper_tables(comparison), claims=claims_rows(claims), toy_claims=toy,
         complexity=complexity_rows(complexity), runs=runs_rows(runs), toy_pairs=toy_pairs(runs),
         sweeps=throughput_plots(throughput), partitions=images(partitions),
-        git=git_info(repo or HERE.parents[1]), versions=versions(), hardware=hardware(runs, throughput),
+        git=git_info(repo or HERE.parents[1]), versions=versions(), provenance=hardware(runs, throughput),
         config_yaml=config_text(config), command=command)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out).with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    write_page(html, out)
     return counts
 
 
 def _from_snakemake(smk) -> None:  # pragma: no cover - exercised by the workflow tests
     tidy = {k: smk.input[k] for k in ("comparison", "claims", "complexity", "runs", "throughput")}
+    claim = list(getattr(smk.input, "claim_verdicts", None) or [])  # [] at a scale without the claim
     counts = render(tidy=tidy, partitions=list(smk.input.partitions), config=smk.params.config,
                     out=smk.output[0], repo=Path(smk.params.repo), template=smk.input.template,
-                    benchmarks=list(smk.params.benchmarks))
+                    benchmarks=list(smk.params.benchmarks), claim_verdicts=claim[0] if claim else None)
     print("verdicts: " + json.dumps(counts), file=sys.stderr)
 
 
