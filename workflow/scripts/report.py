@@ -166,7 +166,7 @@ def summary_words(comparison: pd.DataFrame, claims: pd.DataFrame, smoke: bool, t
         for r in toy["rows"]:
             tally[r["verdict"]] = tally.get(r["verdict"], 0) + 1
         out.append(f"The resolution claim at toy scale, trained here ({CLAIM_PAGE}): of {len(toy['rows'])} verdicts, "
-                   + ", ".join(f'{n} "{v}"' for v, n in tally.items()) + ".")
+                   + ", ".join(f'{count} "{v}"' for v, count in tally.items()) + ".")
     counted = comparison[comparison["evidence"] == "counted from code"] if len(comparison) else comparison
     if len(counted):
         out.append(f"Parameters and GMACs: {n(counted, verdict='matches')} of {len(counted)} cells match, "
@@ -460,7 +460,8 @@ def render(*, tidy: dict, partitions: list[str], config: dict, out: str, repo: P
 
 def _from_snakemake(smk) -> None:  # pragma: no cover - exercised by the workflow tests
     tidy = {k: smk.input[k] for k in ("comparison", "claims", "complexity", "runs", "throughput")}
-    claim = list(getattr(smk.input, "claim_verdicts", None) or [])  # [] at a scale without the claim
+    claim = getattr(smk.input, "claim_verdicts", None) or []  # none at a scale without the claim
+    claim = [claim] if isinstance(claim, str) else list(claim)
     counts = render(tidy=tidy, partitions=list(smk.input.partitions), config=smk.params.config,
                     out=smk.output[0], repo=Path(smk.params.repo), template=smk.input.template,
                     benchmarks=list(smk.params.benchmarks), claim_verdicts=claim[0] if claim else None)
