@@ -210,6 +210,10 @@ def test_aggregate_and_report(tmp_path):
     assert "runs-table" in tables and len(tables["runs-table"]["rows"]) == 3
     assert "claims-table" in tables
     assert "toy-claims-table" not in tables  # no claim at this scale: no toy verdicts, no link
+    # a table wider than the page scrolls in its own box (a long model spec in the throughput
+    # table widened the page past 1400 px in Chromium), and a long name in a cell wraps
+    assert "table { display: block; overflow-x: auto; max-width: 100%; }" in html
+    assert "td code { overflow-wrap: anywhere; }" in html
 
 
 def test_headline_claims_carry_the_toy_verdicts(tmp_path):

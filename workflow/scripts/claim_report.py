@@ -441,6 +441,8 @@ def table(rows: list[dict], names, context: dict, extra: bool = False) -> dict:
                 cell["css"] += " nowrap"
             cells.append(cell)
         body.append(cells)
+    for i, col in enumerate(columns):  # a column of texts is aligned left, its header too
+        col["css"] = "l" if any("l" in row[i]["css"].split() for row in body) else ""
     return {"columns": columns, "rows": body}
 
 
