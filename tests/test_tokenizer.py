@@ -279,7 +279,7 @@ def test_missing_pretrained_scorer_fails_fast_with_instructions(tmp_path, monkey
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     start = time.monotonic()
     with pytest.raises(FileNotFoundError, match="not in the local cache.*mobilenet_v3_small"):
-        timm.create_model("dart_deit_tiny_patch16_224", scorer_pretrained=True)
+        timm.create_model("dart_deit_tiny_patch16_224", scorer_trunk="pretrained_frozen")
     assert time.monotonic() - start < 20
 
 
@@ -293,7 +293,7 @@ def test_pretrained_scorer_loads_from_the_cache_and_freezes_its_trunk(tmp_path, 
     url = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1.url
     os.makedirs(tmp_path / "hub" / "checkpoints")
     torch.save(ref.state_dict(), tmp_path / "hub" / "checkpoints" / os.path.basename(url))
-    scorer = TrunkScorer("mobilenetv3_small", pretrained=True)
+    scorer = TrunkScorer("mobilenetv3_small", regime="pretrained_frozen")
     assert torch.equal(scorer.trunk[0][0].weight, ref.features[0][0].weight)
     assert not any(p.requires_grad for p in scorer.trunk.parameters())
     assert all(p.requires_grad for p in scorer.head.parameters())

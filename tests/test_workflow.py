@@ -382,8 +382,8 @@ def test_smoke_scale_runs_the_paper_jobs(deployment):
         assert s["model"]["name"] == p["model"]["name"] and s["task"] == p["task"]
         assert s["data"]["img_size"] == p["data"]["img_size"] and s["data"]["kind"] == p["data"]["kind"]
         assert s["data"]["num_classes"] == p["data"]["num_classes"]
-        assert {k: v for k, v in s["model"]["kwargs"].items() if k != "scorer_pretrained"} == \
-            {k: v for k, v in p["model"]["kwargs"].items() if k != "scorer_pretrained"}
+        assert {k: v for k, v in s["model"]["kwargs"].items() if k != "scorer_trunk"} == \
+            {k: v for k, v in p["model"]["kwargs"].items() if k != "scorer_trunk"}
         assert s["train"]["device"] == "cpu" and s["train"]["max_steps_per_epoch"] == 2
         assert s["data"]["root"].startswith("data/fake/smoke/")
     sweeps = {scale: {p.stem: yaml.safe_load(p.read_text())["models"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 # keyword arguments of every DART model that configure the tokenizer rather than the backbone
-TOKENIZER_KWARGS = ("num_tokens", "score_grid", "scorer", "scorer_pretrained", "scorer_input_size",
-                    "score_norm", "score_gate", "score_std_floor", "sampling", "quantile_eps")
+TOKENIZER_KWARGS = ("num_tokens", "score_grid", "scorer", "scorer_trunk", "scorer_weights",
+                    "scorer_input_size", "convention", "score_norm", "score_gate", "score_std_floor",
+                    "sampling", "quantile_eps", "scorer_bn", "score_head_init")
 
 
 def dart_cfg(input_size: int = 448, **kwargs) -> dict:
