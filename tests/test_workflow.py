@@ -62,21 +62,33 @@ def test_dry_run_default_toy(deployment):
     cfg = default_config()
     counts = job_counts(out)
     n_toy = len(plan.trained(cfg)) * len(plan.seeds(cfg))
-    assert n_toy == 8
+    assert n_toy == 10
     claim = cfg["scales"]["toy"]["claim"]
     claimed = set(claim["roles"].values()) | {e for pair in claim["tasks"].values() for e in pair.values()}
     assert claimed == set(plan.trained(cfg))  # every toy run tests the claim
+    assert not set(claim["ablation"].values()) & set(plan.trained(cfg))  # the ablation is its own target
     runs = {(e, s) for e in plan.trained(cfg) for s in plan.seeds(cfg)}
     runs |= {(e, s) for e in claimed for s in claim["seeds"]}
-    assert counts["evaluate"] == n_toy and counts["train"] == len(runs) == 24
+    assert counts["evaluate"] == n_toy and counts["train"] == len(runs) == 30
     # one measure job per experiment (all its seeds), one ToMe job
-    assert counts["claim_measure"] == len(claimed) == 8
+    assert counts["claim_measure"] == len(claimed) == 10
     assert counts["claim_tome"] == 1 and counts["claim_report"] == 1
     assert counts["complexity"] == len(plan.complexity_groups(cfg))
     assert counts["throughput"] == len(plan.sweeps(cfg))
-    assert counts["toy_data"] == 3
+    assert counts["toy_data"] == 4  # the three task sets and the scorer trunk's own
+    assert counts["scorer_pretrain"] == 1 and "claim_ablation" not in counts
     assert counts["report"] == counts["aggregate"] == counts["all"] == 1
     assert "check_data" not in counts  # nothing to download or check at the toy scale
+
+
+def test_claim_ablation_is_a_named_target_of_its_own_runs(deployment):
+    r = snakemake("-n", "claim_ablation", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = job_counts(r.stdout + r.stderr)
+    claim = default_config()["scales"]["toy"]["claim"]
+    assert counts["claim_ablation"] == 1 and counts["claim_measure"] == len(claim["ablation"])
+    assert counts["train"] == len(claim["ablation"]) * len(claim["seeds"])
+    assert "claim_report" not in counts and "report" not in counts
 
 
 def test_dry_run_report_target_only_needs_its_inputs(deployment):
@@ -193,6 +205,7 @@ def mini_config() -> dict:
     toy = cfg["scales"]["toy"]
     small = {"train_size": 64, "val_size": 32}
     toy["datasets"] = {"toy_classification": {"toy": {"kind": "classification", "seed": 0, "set": small}}}
+    toy.pop("scorer_pretrain")  # the mini runs' scorers train from scratch
     toy["train_overrides"] = {"train.epochs": 1, "train.warmup_epochs": 0, "train.batch_size": 16,
                               "eval.batch_size": 32, "data.toy.train_size": 64, "data.toy.val_size": 32,
                               "model.kwargs.depth": 1}
@@ -336,9 +349,11 @@ def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
     cfg["scales"]["toy"]["train_overrides"] = {"train.epochs": 3}
     (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     counts = job_counts(snakemake("-n", cwd=deployment).stdout)
-    # 8 experiments evaluated on seed 0; all 8 are in the claim, which also trains seeds 1 and 2
-    assert counts["train"] == 24 and counts["evaluate"] == 8
-    assert counts["claim_measure"] == 8 and "complexity" not in counts and "toy_data" not in counts
+    # 10 experiments evaluated on seed 0; all 10 are in the claim, which also trains seeds 1 and 2;
+    # the scorer trunk's pretraining is not a run
+    assert counts["train"] == 30 and counts["evaluate"] == 10
+    assert counts["claim_measure"] == 10 and "complexity" not in counts and "toy_data" not in counts
+    assert "scorer_pretrain" not in counts
 
 
 def test_a_changed_setting_trains_afresh(tmp_path):

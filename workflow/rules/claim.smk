@@ -81,3 +81,13 @@ rule claim_report:
     shell:
         "python {params.script} --measures {input.measures} --roles {params.roles} "
         "--partition-run {params.partition_run} --outdir {params.outdir} --html {output.html} > {log} 2>&1"
+
+
+rule claim_ablation:
+    """The ablation (claim.ablation): DART-N with other scorer trunks and conventions, every claim
+    seed, measured. A named target, not part of `all`; the next `snakemake all` (or
+    reports/claim.html) shows it on the claim page."""
+    input:
+        measures=lambda wc: [f"results/{SCALE}/claim/measure/{eid}.json" for eid in CLAIM_ABLATION.values()],
+    output:
+        touch(ABLATION_DONE),

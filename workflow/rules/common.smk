@@ -1,6 +1,7 @@
 # Helpers shared by the rules. The logic lives in workflow/scripts/plan.py (tests import it);
 # this file only binds it to the config and the working directory.
 
+import functools
 import sys
 from pathlib import Path
 
@@ -59,12 +60,15 @@ def _init_checkpoint(eid, seed):
     return f"{plan.run_dir(config, src, seed)}/checkpoint_last.pt" if src else None
 
 
+@functools.lru_cache(maxsize=None)
+def _run_cfg(eid, seed):
+    """The engine config of one run (plan.run_config), computed once per DAG."""
+    return plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO)
+
+
 try:
-    RUN_CONFIGS = {
-        (eid, seed): tracked(f"runs/{eid}/seed{seed}",
-                             plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO))
-        for eid in TRAINED for seed in SEEDS
-    }
+    RUN_CONFIGS = {(eid, seed): tracked(f"runs/{eid}/seed{seed}", _run_cfg(eid, seed))
+                   for eid in TRAINED for seed in SEEDS}
 except (plan.PlanError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
@@ -73,8 +77,7 @@ def run_config(wildcards):
     key = (wildcards.exp, int(wildcards.seed))
     if key not in RUN_CONFIGS:  # a seed outside `seeds` (the claim's extra seeds)
         eid, seed = key
-        RUN_CONFIGS[key] = tracked(f"runs/{eid}/seed{seed}",
-                                   plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO))
+        RUN_CONFIGS[key] = tracked(f"runs/{eid}/seed{seed}", _run_cfg(eid, seed))
     return RUN_CONFIGS[key]
 
 
@@ -109,6 +112,11 @@ def run_metrics(eid, seed):
 def finetune_input(wildcards):
     src = EXPERIMENTS[wildcards.exp]["finetune_from"]
     return [run_metrics(src, wildcards.seed)] if src else []
+
+
+def scorer_trunk_input(wildcards):
+    """The pretrained scorer trunk a run loads (model.kwargs.scorer_weights), when it names one."""
+    return plan.scorer_weights_input(_run_cfg(wildcards.exp, int(wildcards.seed)))
 
 
 def thread_override(threads):

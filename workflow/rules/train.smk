@@ -11,6 +11,7 @@ rule train:
         config=run_config,
         data=lambda wc: data_ready(wc.exp),
         init=finetune_input,
+        scorer_trunk=scorer_trunk_input,
     output:
         f"runs/{SCALE}/{{exp}}/seed{{seed}}/metrics.json",
     params:

@@ -41,7 +41,7 @@ def experiments(config: dict) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for i, row in enumerate(config.get("experiments") or []):
         row = {"model_kwargs": "", "train": None, "finetune_from": None, "overrides": {},
-               "count": row.get("scale") == "paper", "dataset": None, "note": "", **row}
+               "count": row.get("scale") == "paper", "dataset": None, "note": "", "ablation": False, **row}
         eid = row.get("id")
         if not isinstance(eid, str) or not ID_RE.match(eid):
             raise PlanError(f"config key experiments[{i}].id={eid!r}: use lower-case letters, digits and _")
@@ -65,9 +65,17 @@ def rows_scale(config: dict) -> str:
 
 
 def trained(config: dict) -> list[str]:
-    """Ids trained (and evaluated) at the selected scale, in table order."""
+    """Ids trained (and evaluated) at the selected scale, in table order; not the ablation rows."""
     rows = rows_scale(config)
-    return [eid for eid, row in experiments(config).items() if row["scale"] == rows and row["train"]]
+    return [eid for eid, row in experiments(config).items()
+            if row["scale"] == rows and row["train"] and not row["ablation"]]
+
+
+def ablation_rows(config: dict) -> list[str]:
+    """Ids of the selected scale's ablation rows (trained by `snakemake claim_ablation` only)."""
+    rows = rows_scale(config)
+    return [eid for eid, row in experiments(config).items()
+            if row["scale"] == rows and row["train"] and row["ablation"]]
 
 
 def counted(config: dict) -> list[str]:
@@ -93,7 +101,8 @@ def seeds(config: dict) -> list[int]:
 
 
 def datasets_needed(config: dict) -> list[str]:
-    """Dataset keys the trained experiments of the selected scale read, in first-use order."""
+    """Dataset keys the trained experiments of the selected scale read, in first-use order (and
+    the scorer trunk's pretraining set, last)."""
     out: list[str] = []
     exps = experiments(config)
     for eid in trained(config):
@@ -102,7 +111,22 @@ def datasets_needed(config: dict) -> list[str]:
             raise PlanError(f"config key experiments[id={eid}].dataset is missing")
         if ds not in out:
             out.append(ds)
+    pre = scale_settings(config).get("scorer_pretrain")
+    if pre and pre["dataset"] not in out:
+        out.append(pre["dataset"])
     return out
+
+
+def scorer_trunk_path(config: dict, scorer: str = "cnn") -> str:
+    """Where the scale's `scorer_pretrain` rule writes the pretrained trunk of `scorer`."""
+    return f"results/{config['scale']}/scorer_trunk/{scorer}.pt"
+
+
+def scorer_weights_input(run_cfg: dict) -> list[str]:
+    """The scorer trunk file a run loads (`model.kwargs.scorer_weights`), as a workflow input: a
+    run that starts from a pretrained trunk waits for it and reruns when it changes."""
+    path = (run_cfg["model"].get("kwargs") or {}).get("scorer_weights")
+    return [path] if isinstance(path, str) and path else []
 
 
 def check_datasets(config: dict) -> None:
