@@ -8,6 +8,9 @@ detail`):
 - `scan`: mamba-ssm's selective-scan kernel against the PyTorch scan on the CPU, on the same inputs,
   forward and backward (every input's gradient); also the PyTorch scan on the GPU.
 - `conv`: causal-conv1d's kernel against the PyTorch causal conv on the CPU, forward and backward.
+- `seams`: reference sampling (`sampling="reference"`, with its blend of the columns in the last
+  pixel before a band seam) on the GPU against the CPU: patches and image gradients, near-uniform
+  and random scores.
 - `autocast`: DART DeiT-S under bf16 autocast against fp32 (logits within a relative tolerance).
 - `compile`: `torch.compile` of DART DeiT-S against eager (fp32).
 - `nvml`, `cuda_events`, `headline`: `bench.throughput` on DART DeiT-S-392 vs DeiT-B (bf16,
@@ -98,6 +101,34 @@ def check_conv(device, tol=1e-4):
         return [row("conv", "causal-conv1d kernel", "", "", None, "causal-conv1d not installed (pip install .[cuda])")]
     out = fwd_bwd(lambda **kw: causal_conv1d(**kw, activation="silu", backend="causal_conv1d"), inputs(device))
     return _compare("conv", "causal-conv1d vs CPU conv:", out, ref, tol, "fp32, B=2 D=64 L=256 K=4, silu")
+
+
+def seam_inputs(device, seed=2):
+    """A 448-px image batch and the partitions of a near-uniform (first patch of each band in the
+    previous band's last pixel) and a random score map, N = 196."""
+    import torch
+    from dart.tokenizer import geometry
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.cat([1 + 1e-4 * torch.rand(1, 14, 14, generator=g, dtype=torch.float64),
+                        0.1 + torch.rand(1, 14, 14, generator=g, dtype=torch.float64)])
+    row_b, patch_b, _ = geometry.partition(scores, 196)
+    images = torch.rand(2, 3, 448, 448, generator=g).to(device).requires_grad_(True)
+    return {"images": images, "bounds": (row_b.to(device), patch_b.to(device))}
+
+
+def reference_strip(images, bounds):
+    from dart.tokenizer import sampling
+    grid = sampling.sampling_grid(*bounds, 14, 16, convention="reference", img_size=(448, 448))
+    return sampling.sample_patches(images, grid, "reference")
+
+
+def check_seams(device, tol=1e-4):
+    def run(inputs):
+        bounds = inputs.pop("bounds")
+        return fwd_bwd(lambda images: reference_strip(images, bounds), inputs)
+    ref, out = run(seam_inputs("cpu")), run(seam_inputs(device))
+    return _compare("seams", "reference sampling on GPU vs CPU:", out, ref, tol,
+                    "fp32 patches of 2 images, N=196, seam columns blended")
 
 
 def _dart_model(device):
@@ -191,7 +222,7 @@ def main(argv=None) -> int:
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for fn in (check_scan, check_conv, check_autocast, check_compile):
+        for fn in (check_scan, check_conv, check_seams, check_autocast, check_compile):
             try:
                 rows += fn(a.device)
             except Exception as e:  # one broken path must not hide the others

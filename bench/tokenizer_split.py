@@ -9,6 +9,7 @@ Stages (each timed alone on inputs precomputed once, as `DART.forward` runs them
   scorer      DART.score(x): resize to the scorer's input, scorer network, score activation
   geometry    geometry.partition(scores.double(), N, rows) + sampling.sampling_grid(...)
   sampling    sampling.sample_patches(x, grid): one batched grid_sample into a strip of patches
+              (with sampling="reference", also the blend in the last pixel before each band's end)
   geometry+sampling  the two above in one call (what the baselines are compared on)
   projection  DART.project(strip): the stride-P conv over the strip (+ the tokenizer's norm)
   total       DART(x) end to end (the stages plus glue)
@@ -87,7 +88,7 @@ def dart_stage_fns(tok: nn.Module, x: torch.Tensor, amp_dtype: Optional[torch.dt
 def baseline_stage_fns(baseline: str, tok: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
     """Geometry and sampling of a baseline (see `bench.reference_tokenizer`) on the same scores and
     image as `dart_stage_fns`: 'two-pass' (the reference's structure) or 'rev:REV' (our tokenizer at
-    a git revision)."""
+    a git revision, in the tokenizer's sampling convention)."""
     from . import reference_tokenizer as ref
     with torch.inference_mode():
         scores = tok.score(x).double()
@@ -101,11 +102,17 @@ def baseline_stage_fns(baseline: str, tok: nn.Module, x: torch.Tensor) -> dict[s
     elif baseline.startswith("rev:"):
         geometry, sampling = ref.load_revision(baseline[4:])
 
+        # the default convention through the plain call, which every revision has
+        conv = {} if tok.sampling == "centred" else {"convention": tok.sampling,
+                                                     "img_size": tok.img_size}
+
         def geom():
             rb, pb, _ = geometry.partition(scores, n, rows)
-            return sampling.sampling_grid(rb, pb, g, P)
+            return sampling.sampling_grid(rb, pb, g, P, **conv)
 
         def sample(grid):
+            if conv:
+                return sampling.sample_patches(x, grid, tok.sampling)
             return sampling.sample_patches(x, grid)
     else:
         raise ValueError(f"unknown baseline {baseline!r}: use 'two-pass' or 'rev:GIT_REVISION'")
