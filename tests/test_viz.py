@@ -36,20 +36,20 @@ def test_cli(tmp_path):
     assert Image.open(out).size[0] > 100
 
 
-def _tiny_run(tmp_path, config, name):
+def _tiny_run(tmp_path, config, name, trunk_override):
     from dart.train import main as train
     out = tmp_path / name
-    rc = train(["--config", config, "--output-dir", str(out), "train.epochs=1", "train.warmup_epochs=0",
+    rc = train(["--config", config, "--output-dir", str(out), trunk_override, "train.epochs=1", "train.warmup_epochs=0",
                 "train.batch_size=8", "eval.batch_size=8", "data.toy.train_size=8", "data.toy.val_size=4",
                 f"data.root={tmp_path / (name + '_data')}", "model.kwargs.depth=1", "train.device=cpu"])
     assert rc == 0
     return out
 
 
-def test_run_folder_gives_the_trained_partition_with_the_runs_normalisation(tmp_path):
+def test_run_folder_gives_the_trained_partition_with_the_runs_normalisation(tmp_path, trunk_override):
     from dart.engine.run import load_run
     from dart.viz import find_tokenizer, partition_from_run
-    run = _tiny_run(tmp_path, "toy_detail_dart", "cls")
+    run = _tiny_run(tmp_path, "toy_detail_dart", "cls", trunk_override)
     src = tmp_path / "wide.png"
     pix = (np.random.default_rng(0).random((32, 64, 3)) * 255).astype(np.uint8)  # 64 wide, 32 tall
     Image.fromarray(pix).save(src)
@@ -69,9 +69,9 @@ def test_run_folder_gives_the_trained_partition_with_the_runs_normalisation(tmp_
     assert main(["--run", str(run), "--out", str(out)]) == 0 and Image.open(out).size[0] > 100
 
 
-def test_run_folder_of_a_segmentation_checkpoint(tmp_path):
+def test_run_folder_of_a_segmentation_checkpoint(tmp_path, trunk_override):
     from dart.viz import partition_from_run
-    run = _tiny_run(tmp_path, "toy_seg_dart", "seg")
+    run = _tiny_run(tmp_path, "toy_seg_dart", "seg", trunk_override)
     x, part, _, _ = partition_from_run(str(run), index=1)
     assert x.shape == (3, 64, 64) and part.rects.shape[:2] == (1, 16)
     assert main(["--run", str(run), "--index", "2", "--out", str(tmp_path / "s.png")]) == 0
@@ -100,7 +100,7 @@ def _one_line_error(capsys, *names):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, toy_trunk):
     """A DART run and a grid run made the usual way: from a project folder, with the relative
     output_dir and toy data root dart.train defaults to (runs/<name>, data/toy/...)."""
     from dart.train import main as train
@@ -109,6 +109,9 @@ def runs(tmp_path_factory):
     common = ["train.epochs=1", "train.warmup_epochs=0", "train.batch_size=8", "eval.batch_size=8",
               "data.toy.train_size=8", "data.toy.val_size=4", "model.kwargs.depth=1", "train.device=cpu",
               "train.threads=1"]
+    # the trunk where the packaged config looks for it, as the workflow's scorer_pretrain rule leaves it
+    (proj / "results/toy/scorer_trunk").mkdir(parents=True)
+    shutil.copy(toy_trunk, proj / "results/toy/scorer_trunk/cnn.pt")
     try:
         os.chdir(proj)
         assert train(["--config", "toy_detail_dart", *common]) == 0

@@ -40,11 +40,16 @@ def model_kwargs(cfg: dict) -> dict:
     return kw
 
 
-def build_model(cfg: dict) -> nn.Module:
+def build_model(cfg: dict, weights_follow: bool = False) -> nn.Module:
+    """The config's model. `weights_follow`: a checkpoint that holds every weight (a run's, an
+    official one) is loaded next, so a pretrained scorer trunk's own weights file is not read (it
+    may not be there where the run is evaluated, and its values would be overwritten anyway)."""
     name, task = cfg["model"]["name"], cfg["task"]
     n = cfg["data"]["num_classes"]
     _try_register_mamba()
     kw = model_kwargs(cfg)
+    if weights_follow and kw.get("scorer_trunk") == "pretrained_frozen":
+        kw["scorer_weights"] = False
     if task == "segmentation":
         from ..models.segmentation import create_segmenter
         dec = dict(cfg["model"].get("decoder") or {})

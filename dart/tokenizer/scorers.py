@@ -94,6 +94,11 @@ def load_trunk_weights(trunk: nn.Module, path: str) -> None:
     """Load a trunk's own state dict (`trunk.state_dict()` keys, optionally under a "trunk" key, as
     `dart.pretrain_scorer` writes it) from `path`, with errors that name the file."""
     from ..engine.checkpoint import load
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"scorer weights {path} do not exist: pretrain the trunk with python -m dart.pretrain_scorer "
+            f"--data <toy classification set> --out {path} (the workflow's scorer_pretrain rule makes "
+            f"results/<scale>/scorer_trunk/cnn.pt), or build with scorer_trunk='random_frozen' or 'scratch'")
     obj = load(path)
     state = obj.get("trunk", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
