@@ -153,7 +153,7 @@ def _official_choice(folder: str):
 
 
 def check_official(device, folder, root, images=384):
-    """Top-1 of one official checkpoint on `images` validation images against its published top-1."""
+    """Top-1 of one official checkpoint on `images` validation images vs its published top-1."""
     import timm
     import torch
 

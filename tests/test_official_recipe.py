@@ -34,11 +34,12 @@ MAIN_PY = {
     "model.kwargs.drop_path_rate": 0.1, "eval.use_ema": False,  # the published top-1 is the model's
     "train.batch_size": 256,
 }
-# Vim's scripts (github hustvl/Vim vim/scripts/pt-vim-t.sh, pt-vim-s.sh; 8 GPUs), over the same defaults
+# Vim's scripts (github hustvl/Vim vim/scripts/pt-vim-t.sh, pt-vim-s.sh; 8 GPUs), over those defaults
 VIM_T = {**MAIN_PY, "train.batch_size": 128, "model.kwargs.drop_path_rate": 0.0, "train.weight_decay": 0.1}
 VIM_S = {**MAIN_PY, "train.batch_size": 64, "model.kwargs.drop_path_rate": 0.05, "train.weight_decay": 0.05,
          "train.lr": 1e-3}
-# VideoMamba's image script (github OpenGVLab/VideoMamba videomamba/image_sm/exp/videomamba_tiny/run224.sh)
+# VideoMamba's image script (github OpenGVLab/VideoMamba,
+# videomamba/image_sm/exp/videomamba_tiny/run224.sh)
 VIDEOMAMBA = {**MAIN_PY, "train.batch_size": 512, "train.clip_grad": 5.0, "train.weight_decay": 0.1,
               "model.kwargs.drop_path_rate": 0.0, "aug.repeated_aug": False, "aug.auto_augment": "v0",
               "train.ema": False, "train.amp": "bf16"}
@@ -49,7 +50,7 @@ OFFICIAL = {
     "vim_tiny": VIM_T, "dart_vim_tiny": VIM_T, "vim_small": VIM_S, "dart_vim_small": VIM_S,
     "videomamba_tiny": VIDEOMAMBA, "dart_videomamba_tiny": VIDEOMAMBA,
 }
-# (row family, key) -> reason; each is also commented in the row's training config ("deviation (key)")
+# (row family, key) -> reason; each is commented in the row's training config ("deviation (key)")
 DEVIATIONS = {
     (id(MAIN_PY), "train.batch_size"): "128 per GPU x 8 = 1024, DeiT's own global batch; lr scales linearly",
 }

@@ -1,5 +1,5 @@
-"""The workflow's published-weights jobs: planned at the paper and smoke scales, aggregated beside each
-published top-1 as their own evidence kind, shown in the report (no torch in the aggregation tests)."""
+"""The workflow's published-weights jobs: planned at the paper and smoke scales, aggregated beside
+each published top-1 as their own evidence kind, shown in the report (no torch in the aggregation)."""
 from __future__ import annotations
 
 import json
@@ -64,7 +64,7 @@ def test_paper_and_smoke_dags_plan_the_published_weights(deployment, tmp_path):
     assert r.returncode == 0, out[-3000:]
     assert job_counts(out)["evaluate_published"] == len(weights) == 13
     for name in weights:
-        assert f"--pretrained {name}" in out and f"results/paper/published/{name}.json" in out
+        assert f"--pretrained {name}" in out and f"results/paper/published/{name}/eval.json" in out
     # from a local folder: the files are the jobs' inputs, a missing one is named
     folder = tmp_path / "weights"
     folder.mkdir()
@@ -100,13 +100,15 @@ def _eval(path: Path, name: str, model: str, top1: float, keymap: bool = True) -
 def test_published_weights_stand_beside_each_published_top1(tmp_path):
     weights = plan.published_weights(paper_config(), ROOT)
     d = tmp_path / "results" / "paper" / "published"
-    evals = [_eval(d / "dart_deit_small_patch16_224.official_in1k.json", "dart_deit_small_patch16_224.official_in1k",
+    evals = [_eval(d / "dart_deit_small_patch16_224.official_in1k" / "eval.json",
+                   "dart_deit_small_patch16_224.official_in1k",
                    "dart_deit_small_patch16_224", 80.75),  # 80.6 published: within 0.3
-             _eval(d / "dart_vim_tiny_patch16_224.official_in1k.json", "dart_vim_tiny_patch16_224.official_in1k",
+             _eval(d / "dart_vim_tiny_patch16_224.official_in1k" / "eval.json",
+                   "dart_vim_tiny_patch16_224.official_in1k",
                    "dart_vim_tiny_patch16_224", 76.6),  # 77.2 published: 0.6 off
-             _eval(d / "dart_deit_small_patch16_224_144.official_in1k.json",
+             _eval(d / "dart_deit_small_patch16_224_144.official_in1k" / "eval.json",
                    "dart_deit_small_patch16_224_144.official_in1k", "dart_deit_small_patch16_224_144", 79.0),
-             _eval(d / "deit_small_patch16_224.fb_in1k.json", "deit_small_patch16_224.fb_in1k",
+             _eval(d / "deit_small_patch16_224.fb_in1k" / "eval.json", "deit_small_patch16_224.fb_in1k",
                    "deit_small_patch16_224", 79.86, keymap=False)]
     paths = aggregate.aggregate(published=str(PUBLISHED), complexity=[], metrics=[], evals=[], benches=[],
                                 experiments={}, groups={}, scale="paper", tolerance=TOL, outdir=str(tmp_path / "tidy"),
@@ -127,7 +129,7 @@ def test_published_weights_stand_beside_each_published_top1(tmp_path):
     assert main.loc["dart_vim_tiny_patch16_224", "verdict"] == "differs"
     assert main.loc["dart_vim_tiny_patch16_224", "published"] == 77.2
     assert main.loc["deit_small_patch16_224", "ours"] == pytest.approx(79.86)
-    # rows whose model has no published weights evaluated, or that carry model_kwargs, get no such cell
+    # rows whose model has no published weights evaluated, or with model_kwargs, get no such cell
     assert "vim_tiny_patch16_224" not in main.index and not (off["model_kwargs"].fillna("") != "").any()
 
     html = tmp_path / "r.html"
@@ -147,7 +149,7 @@ def test_published_weights_stand_beside_each_published_top1(tmp_path):
 
 def test_smoke_published_weights_are_not_results(tmp_path):
     weights = plan.published_weights(paper_config(), ROOT)
-    e = _eval(tmp_path / "p" / "dart_deit_small_patch16_224.official_in1k.json",
+    e = _eval(tmp_path / "p" / "dart_deit_small_patch16_224.official_in1k" / "eval.json",
               "dart_deit_small_patch16_224.official_in1k", "dart_deit_small_patch16_224", 80.6)
     paths = aggregate.aggregate(published=str(PUBLISHED), complexity=[], metrics=[], evals=[], benches=[],
                                 experiments={}, groups={}, scale="smoke", rows_scale="paper", tolerance=TOL,

@@ -28,8 +28,8 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class DartPretrainedCfg(PretrainedCfg):
-    """timm's PretrainedCfg with the published top-1 of the checkpoint's model and the official model
-    it was saved from (both end up in `model.pretrained_cfg`)."""
+    """timm's PretrainedCfg with the published top-1 of the checkpoint's model and the official
+    model it was saved from (both end up in `model.pretrained_cfg`; a None is left out there)."""
     published_top1: Optional[float] = None
     official_model: Optional[str] = None
 
@@ -44,8 +44,8 @@ def official_cfg(p: official.Published) -> DartPretrainedCfg:
 
 
 def default_cfgs_for(names) -> dict:
-    """`generate_default_cfgs` input for a module's models: `name.official_in1k` (the default tag) for
-    a model with an official checkpoint, the weightless DART cfg for the others."""
+    """`generate_default_cfgs` input for a module's models: `name.official_in1k` (the default tag)
+    for a model with an official checkpoint, the weightless DART cfg for the others."""
     out = {}
     for name in names:
         p = official.BY_MODEL.get(name)
@@ -54,9 +54,9 @@ def default_cfgs_for(names) -> dict:
 
 
 def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
-    """A checkpoint (official darvit-*/darvim-* file or its `model` dict, or one of ours) mapped onto
-    `model`'s keys by the key map of `dart.engine.keymap`; keys that do not map or fit are left out
-    (`keymap.load_into` reports them). An official file is read from `model`, not `model_ema`."""
+    """A checkpoint (an official darvit-*/darvim-* file or its `model` dict, or one of ours) mapped
+    onto `model`'s keys by the key map of `dart.engine.keymap`; keys that do not map or fit are left
+    out (`keymap.load_into` reports them). An official file is read from `model`, not `model_ema`."""
     from ..engine.keymap import convert, extract_state_dict
     return convert(extract_state_dict(state_dict), model.state_dict())[0]
 

@@ -44,7 +44,7 @@ class Published:
 
 # The official README's model zoo, each file with the model of ours that takes it (docs/engine.md
 # "Official checkpoints"). darvit-tiny-v2 has no published row: the README's evaluation command runs
-# darvit-tiny.pth, so the DeiT-Ti row (73.8) is darvit-tiny's; -ft144p and -ft288p have no row either.
+# darvit-tiny.pth, so the DeiT-Ti row (73.8) is darvit-tiny's; -ft144p and -ft288p have no row.
 OFFICIAL = (
     Published("dart_deit_tiny_patch16_224", "darvit-tiny.pth", "darvit_tiny", 73.8),
     Published("dart_deit_tiny_patch16_224_v2", "darvit-tiny-v2.pth", "darvit_tiny_v2", None),
@@ -75,8 +75,3 @@ BASELINES = (
 
 BY_MODEL = {p.model: p for p in OFFICIAL}
 BY_NAME = {p.name: p for p in OFFICIAL + BASELINES}
-
-
-def key(name: str) -> str:
-    """A short id for paths: dart_deit_small_patch16_224.official_in1k -> dart_deit_small_patch16_224."""
-    return name.split(".", 1)[0]

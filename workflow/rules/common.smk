@@ -156,7 +156,7 @@ def partition_outputs():
 
 def published_outputs():
     """The evaluations of the published weights (official checkpoints, timm baselines) at this scale."""
-    return [f"results/{SCALE}/published/{name}.json" for name in PUBLISHED_WEIGHTS]
+    return [f"results/{SCALE}/published/{name}/eval.json" for name in PUBLISHED_WEIGHTS]
 
 
 # the published weights' jobs (rules/published.smk)

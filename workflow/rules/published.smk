@@ -13,7 +13,7 @@ rule evaluate_published:
         data=published_data,
         checkpoint=published_checkpoint,
     output:
-        f"results/{SCALE}/published/{{name}}.json",
+        f"results/{SCALE}/published/{{name}}/eval.json",  # eval.log beside it
     wildcard_constraints:
         name=plan.one_of(PUBLISHED_WEIGHTS),
     params:
@@ -57,3 +57,11 @@ rule published_synthetic:
         "../envs/torch.yaml"
     shell:
         "python {params.script} --name {params.name} --layouts {input.layouts} --out {output} > {log} 2>&1"
+
+
+rule published_weights:
+    """Target: every published-weights evaluation of this scale, and nothing else
+    (`snakemake --cores 1 published_weights --config scale=smoke`)."""
+    input:
+        published_outputs(),
+    localrule: True

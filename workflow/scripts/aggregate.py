@@ -260,13 +260,13 @@ def comparison_table(published: pd.DataFrame, complexity: pd.DataFrame, runs: pd
 
 
 def published_weights_table(paths: Iterable[str], weights: dict, tol: dict, smoke: bool = False) -> pd.DataFrame:
-    """One row per published checkpoint evaluated here (results/<scale>/published/<name.tag>.json):
+    """One row per published checkpoint evaluated here (results/<scale>/published/<tag>/eval.json):
     where it came from, its published top-1 (None: no published row), ours, delta and verdict
     (within tolerance.official_top1). An eval that is not of published weights, or whose key map is
     not complete, is refused (`check_eval_source`)."""
     rows = []
     for p in paths:
-        name = Path(p).name.removesuffix(".json")
+        name = Path(p).parent.name if Path(p).name == "eval.json" else Path(p).name.removesuffix(".json")
         with open(p) as f:
             ev = json.load(f)
         check_eval_source(ev, p)

@@ -131,7 +131,7 @@ def claims_rows(claims: pd.DataFrame) -> list[dict]:
 
 
 def published_weights_rows(weights: pd.DataFrame) -> list[dict]:
-    """The published checkpoints evaluated here, one row each (aggregate.published_weights_table)."""
+    """The published checkpoints evaluated here, a row each (aggregate.published_weights_table)."""
     out = []
     for _, w in weights.iterrows():
         v = w["verdict"] if isinstance(w["verdict"], str) else ""
