@@ -56,7 +56,9 @@ def rule_entry_points(body: str) -> list[Path]:
 def _optional(node: ast.Try) -> bool:
     for h in node.handlers:
         names = [h.type] if not isinstance(h.type, ast.Tuple) else list(h.type.elts)
-        if any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names):
+        # `except Exception` too (dart/ops: a kernel package may import but lack its CUDA build)
+        if h.type is None or any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError",
+                                                                       "Exception") for n in names):
             return True
     return False
 
@@ -143,18 +145,20 @@ def env_packages(env: Path) -> tuple[dict[str, str], list[str]]:
 
 
 RULE_BLOCKS = rule_blocks()
+# target rules (`published_weights`; `all` is in workflow/Snakefile): inputs only, nothing runs
+TARGETS = {n for n, body in RULE_BLOCKS.items() if not any(k in body for k in ("shell:", "script:", "run:"))}
 
 
 def test_every_rule_names_an_env_and_a_benchmark_file():
-    assert len(RULE_BLOCKS) >= 10
+    assert len(RULE_BLOCKS) >= 10 and "published_weights" in TARGETS
     for name, body in RULE_BLOCKS.items():
-        if name == "all":
+        if name in TARGETS:
             continue
         assert rule_env(body) is not None and rule_env(body).is_file(), name
         assert "benchmark:" in body, f"rule {name} writes no benchmark: file"
 
 
-@pytest.mark.parametrize("rule", sorted(n for n in RULE_BLOCKS if n != "all"))
+@pytest.mark.parametrize("rule", sorted(n for n in RULE_BLOCKS if n not in TARGETS))
 def test_rule_env_holds_its_imports(rule):
     body = RULE_BLOCKS[rule]
     env = rule_env(body)

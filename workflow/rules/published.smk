@@ -49,6 +49,8 @@ rule published_synthetic:
         name=lambda wc: PUBLISHED_FILES[wc.file],
     log:
         f"results/logs/{SCALE}/published_synthetic/{{file}}.log",
+    benchmark:
+        f"results/{SCALE}/benchmarks/published_synthetic/{{file}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
