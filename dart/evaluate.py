@@ -108,7 +108,9 @@ def pretrained_source(model, name: str, file: str | None, cfg: dict, log) -> dic
         log.warning("evaluation transform differs from %s's pretrained cfg in %s: config %s, tag %s", name,
                     ", ".join(differ), {k: ours[k] for k in differ}, {k: tags[k] for k in differ})
     keymap = src.get("keymap")
-    return {"kind": "pretrained", "name": name, "file": where, "published_top1": pc.get("published_top1"),
+    from .models.official import BY_NAME  # the grid baselines' timm cfgs carry no published top-1
+    top1 = pc.get("published_top1", getattr(BY_NAME.get(name), "published_top1", None))
+    return {"kind": "pretrained", "name": name, "file": where, "published_top1": top1,
             "transform": ours, "transform_differs": differ, **({"keymap": keymap} if keymap else {}),
             "loss_curve": []}
 
