@@ -411,4 +411,7 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert any(c.startswith("smoke: not a result") for c in top1)
     assert not any(c.startswith(("matches", "differs")) for c in top1)
     assert len(tables["runs-table"]) - 1 == len(plan.trained({**default_config(), "scale": "smoke"}))
+    # the published weights: every official checkpoint and baseline evaluated, made-up, no result
+    published = tables["published-weights-table"][1:]
+    assert len(published) == 13 and all(r[-1].startswith("smoke: not a result") for r in published if r[3] != "none published")
     assert not (tmp_path / "reports" / "paper_tables.html").exists()
