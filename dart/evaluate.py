@@ -1,10 +1,15 @@
 """Evaluate a checkpoint on a config's validation set.
 
     python -m dart.evaluate --config FILE --checkpoint PATH [--out FILE.json] [key.sub=value ...]
+    python -m dart.evaluate --config FILE --pretrained NAME.TAG [--checkpoint PATH] [...]
 
 PATH is a run checkpoint of ours (checkpoint_last.pt; `eval.use_ema=true` picks its EMA weights)
 or an official DART checkpoint (darvit-*.pth / darvim-*.pth), loaded through the key map in
-`dart.engine.keymap`. Files are read with `torch.load(weights_only=True)`. Writes a JSON with the
+`dart.engine.keymap`. `--pretrained` takes the timm pretrained tag of published weights instead
+(`dart_deit_small_patch16_224.official_in1k`, `deit_small_patch16_224.fb_in1k`, ...): the model is
+`timm.create_model(NAME.TAG, pretrained=True)`, the config's `model.name` becomes NAME, and PATH, if
+given, is the file to read (`pretrained_cfg_overlay=dict(file=PATH)`) instead of the Hugging Face
+hub or its local cache. Files are read with `torch.load(weights_only=True)`. Writes a JSON with the
 same metric keys as training's metrics.json (default <output_dir>/eval.json).
 
 Refused (exit 2, one line naming the file and the keys): an official checkpoint that leaves any
@@ -25,11 +30,17 @@ def parse_args(argv=None):
     from .engine.cli import ArgumentParser
     ap = ArgumentParser(prog="python -m dart.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=None, help="YAML file or packaged config name")
-    ap.add_argument("--checkpoint", required=True, help="checkpoint_last.pt of a run, or an official .pth")
+    ap.add_argument("--checkpoint", default=None,
+                    help="checkpoint_last.pt of a run, or an official .pth (with --pretrained: its file)")
+    ap.add_argument("--pretrained", default=None, metavar="NAME.TAG",
+                    help="published weights by timm pretrained tag, e.g. dart_deit_small_patch16_224.official_in1k")
     ap.add_argument("--out", default=None, help="output JSON (default <output_dir>/eval.json)")
     ap.add_argument("--output-dir", default=None, help="overrides output_dir")
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if not (args.checkpoint or args.pretrained):
+        ap.error("give --checkpoint PATH, or --pretrained NAME.TAG (with an optional --checkpoint file)")
+    return args
 
 
 def _strip(state: dict, prefix: str = "module.") -> dict:
@@ -79,12 +90,39 @@ def load_weights(model, obj, path: str, use_ema: bool, log) -> dict:
     return {"kind": "official", "keymap": {**report.as_dict(), "allowed": allowed}, "loss_curve": []}
 
 
+def pretrained_source(model, name: str, file: str | None, cfg: dict, log) -> dict:
+    """eval.json's `source` for published weights loaded by tag: where they came from, the key map
+    (DART models), the published top-1, and the evaluation transform of the tag beside the config's
+    (a difference is logged: the published number was measured with the tag's)."""
+    pc = getattr(model, "pretrained_cfg", {}) or {}
+    src = dict(getattr(model, "pretrained_source", None) or {})
+    where = src.get("source") or file or f"hf-hub:{pc.get('hf_hub_id')}"
+    d = cfg["data"]
+    ours = {"input_size": d["img_size"], "crop_pct": d["crop_pct"], "interpolation": d["interpolation"],
+            "mean": [round(float(v), 4) for v in d["mean"]], "std": [round(float(v), 4) for v in d["std"]]}
+    tags = {"input_size": (pc.get("input_size") or (3, None, None))[-1], "crop_pct": pc.get("crop_pct"),
+            "interpolation": pc.get("interpolation"), "mean": [round(float(v), 4) for v in pc.get("mean", ())],
+            "std": [round(float(v), 4) for v in pc.get("std", ())]}
+    differ = [k for k in ours if ours[k] != tags[k]]
+    if differ:
+        log.warning("evaluation transform differs from %s's pretrained cfg in %s: config %s, tag %s", name,
+                    ", ".join(differ), {k: ours[k] for k in differ}, {k: tags[k] for k in differ})
+    keymap = src.get("keymap")
+    from .models.official import BY_NAME  # the grid baselines' timm cfgs carry no published top-1
+    top1 = pc.get("published_top1", getattr(BY_NAME.get(name), "published_top1", None))
+    return {"kind": "pretrained", "name": name, "file": where, "published_top1": top1,
+            "transform": ours, "transform_differs": differ, **({"keymap": keymap} if keymap else {}),
+            "loss_curve": []}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from .engine.cli import user_error
     from .engine.config import ConfigError, load_config
     prog = "dart.evaluate"
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    if args.pretrained:  # the tag names the model
+        overrides.append(f"model.name={args.pretrained.split('.', 1)[0]}")
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
@@ -99,8 +137,9 @@ def main(argv=None) -> int:
 
     from .engine.cli import check_writable
     try:
-        obj = ckpt.load(args.checkpoint)
-        cfg = config_for(obj, cfg, args.checkpoint)
+        obj = None if args.pretrained else ckpt.load(args.checkpoint)
+        if obj is not None:
+            cfg = config_for(obj, cfg, args.checkpoint)
         check_writable(args.out or os.path.join(cfg["output_dir"], "eval.json"), "the output")  # before evaluating
     except (FileNotFoundError, ValueError) as e:
         return user_error(prog, e)
@@ -114,9 +153,15 @@ def main(argv=None) -> int:
             _, val_ds, data_info = build_datasets(
                 cfg, barrier=(lambda: dist_.barrier(info)) if info.enabled else None, is_main=info.is_main,
                 progress=info.is_main)
-            model = build_model(cfg)
+            if args.pretrained:
+                model = build_model(cfg, pretrained=args.pretrained, pretrained_file=args.checkpoint)
+                source = pretrained_source(model, args.pretrained, args.checkpoint, cfg, log)
+                log.info("%s: %s", args.pretrained, source["file"])
+            else:
+                model = build_model(cfg)
             cx = complexity(copy.deepcopy(model).cpu(), input_shape(cfg)) if info.is_main else {}
-            source = load_weights(model, obj, args.checkpoint, cfg["eval"]["use_ema"], log)
+            if not args.pretrained:
+                source = load_weights(model, obj, args.checkpoint, cfg["eval"]["use_ema"], log)
         except (FileNotFoundError, ValueError, DataError) as e:
             return user_error(prog, e)
         model.to(info.device)
@@ -134,7 +179,8 @@ def main(argv=None) -> int:
             **metric_record(cfg, model, data_info, info), **res,
             "loss_curve": source.pop("loss_curve"), "images_per_s": res["eval_images_per_s"], "wall_s": wall,
             "params_m": cx.get("params_m"), "gmacs": cx.get("gmacs"), "skipped_files": len(skipped),
-            "skipped_paths": sorted(skipped)[:100], "checkpoint": os.path.abspath(args.checkpoint),
+            "skipped_paths": sorted(skipped)[:100],
+            "checkpoint": source.get("file") if args.pretrained else os.path.abspath(args.checkpoint),
             "source": source,
         }
         if cfg["task"] != "segmentation":

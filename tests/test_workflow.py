@@ -383,9 +383,12 @@ def test_smoke_scale_runs_the_paper_jobs(deployment):
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
         outs[scale] = r.stdout + r.stderr
     paper, smoke = job_counts(outs["paper"]), job_counts(outs["smoke"])
-    assert set(smoke) == set(paper) | {"fake_data"}
-    assert {k: v for k, v in smoke.items() if k != "fake_data"} == paper
+    # plus the fake data and the made-up checkpoints in the published weights' layouts
+    made_up = {"fake_data", "published_synthetic"}
+    assert set(smoke) == set(paper) | made_up
+    assert {k: v for k, v in smoke.items() if k not in made_up} == paper
     assert smoke["fake_data"] == paper["check_data"] == 3
+    assert smoke["published_synthetic"] == paper["evaluate_published"] == 13
 
     def run_models(scale):
         folder = deployment / "results" / scale / "config" / "runs"
@@ -423,4 +426,8 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert any(c.startswith("smoke: not a result") for c in top1)
     assert not any(c.startswith(("matches", "differs")) for c in top1)
     assert len(tables["runs-table"]) - 1 == len(plan.trained({**default_config(), "scale": "smoke"}))
+    # the published weights: every official checkpoint and baseline evaluated, made-up, no result
+    published = tables["published-weights-table"][1:]
+    assert len(published) == 13
+    assert all(r[-1].startswith("smoke: not a result") for r in published if r[3] != "none published")
     assert not (tmp_path / "reports" / "paper_tables.html").exists()

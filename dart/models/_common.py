@@ -19,14 +19,6 @@ def dart_cfg(input_size: int = 448, **kwargs) -> dict:
     }
 
 
-def refuse_pretrained(name: str, pretrained: bool) -> None:
-    if pretrained:
-        raise ValueError(
-            f"{name}: no weights are hosted for DART models. Build with pretrained=False and load an "
-            f"official checkpoint (darvit-*.pth / darvim-*.pth) with dart.evaluate --checkpoint, "
-            f"or your own with model.load_state_dict(torch.load(path, weights_only=True)).")
-
-
 def _check_count(name: str, value) -> None:
     # int() would quietly turn 16.5, True or "16" into a token budget nobody asked for
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

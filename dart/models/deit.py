@@ -17,8 +17,10 @@ from timm.models.vision_transformer import VisionTransformer
 from ..tokenizer import DART, Partition
 from timm.models import generate_default_cfgs
 
-from ._common import TOKENIZER_KWARGS, dart_cfg, need_images, refuse_pretrained, split_tokenizer_kwargs, \
-    with_input_size
+from ._common import TOKENIZER_KWARGS, dart_cfg, need_images, split_tokenizer_kwargs, with_input_size
+from ._pretrained import checkpoint_filter_fn, default_cfgs_for, load_pretrained
+
+__all__ = ["DartVisionTransformer", "checkpoint_filter_fn"]
 
 
 class DartVisionTransformer(VisionTransformer):
@@ -104,19 +106,20 @@ class DartVisionTransformer(VisionTransformer):
 
 
 def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> DartVisionTransformer:
-    refuse_pretrained(variant, pretrained)
     tok, rest = split_tokenizer_kwargs(dict(kwargs))
     args = {**model_args, **tok, **rest}
-    model = build_model_with_cfg(DartVisionTransformer, variant, pretrained=False, **args)
-    return with_input_size(model)
+    # timm's loader cannot read the official files (see _pretrained): build bare, then load them
+    model = with_input_size(build_model_with_cfg(DartVisionTransformer, variant, pretrained=False, **args))
+    if pretrained:
+        load_pretrained(model, variant, cache_dir=args.get("cache_dir"))
+    return model
 
 
-default_cfgs = generate_default_cfgs({
-    name: dart_cfg() for name in (
-        "dart_deit_tiny_patch16_224", "dart_deit_tiny_patch16_224_121", "dart_deit_small_patch16_224",
-        "dart_deit_small_patch16_224_144", "dart_deit_small_patch16_224_288",
-        "dart_deit_small_patch16_224_392")
-})
+# a model with an official checkpoint has it as its default tag (`name.official_in1k`)
+default_cfgs = generate_default_cfgs(default_cfgs_for((
+    "dart_deit_tiny_patch16_224", "dart_deit_tiny_patch16_224_v2", "dart_deit_tiny_patch16_224_121",
+    "dart_deit_small_patch16_224", "dart_deit_small_patch16_224_144", "dart_deit_small_patch16_224_288",
+    "dart_deit_small_patch16_224_392")))
 
 TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, scorer="mobilenetv3_small")
 SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, scorer="mobilenetv3_large")
@@ -126,6 +129,14 @@ SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, scorer="mobile
 def dart_deit_tiny_patch16_224(pretrained=False, **kwargs) -> DartVisionTransformer:
     """DART DeiT-Ti, 196 tokens, MobileNetV3-Small scorer."""
     return _create("dart_deit_tiny_patch16_224", pretrained, dict(TINY, num_tokens=196), kwargs)
+
+
+@register_model
+def dart_deit_tiny_patch16_224_v2(pretrained=False, **kwargs) -> DartVisionTransformer:
+    """DART DeiT-Ti, 196 tokens, with the v2 scorer of the Vim models (MobileNetV3-Small features[:13],
+    channel-gate head, `sigmoid(2z)` gate): the official darvit-tiny-v2 checkpoint's model."""
+    return _create("dart_deit_tiny_patch16_224_v2", pretrained,
+                   dict(TINY, num_tokens=196, scorer="mobilenetv3_small_v2", score_gate="sigmoid2"), kwargs)
 
 
 @register_model

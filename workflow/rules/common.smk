@@ -24,6 +24,7 @@ try:
     plan.check_datasets(config)
     plan.check_references(config)
     TRAIN_CONFIGS = {eid: plan.train_config_path(EXPERIMENTS[eid]["train"], REPO) for eid in TRAINED}
+    PUBLISHED_WEIGHTS = plan.published_weights(config, REPO)
 except plan.PlanError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
@@ -161,6 +162,38 @@ def partition_outputs():
     return [f"results/{SCALE}/partitions/{PARTITIONS['experiment']}.png"]
 
 
+def published_outputs():
+    """The evaluations of the published weights (official checkpoints, timm baselines) at this scale."""
+    return [f"results/{SCALE}/published/{name}/eval.json" for name in PUBLISHED_WEIGHTS]
+
+
+# the published weights' jobs (rules/published.smk)
+PUBLISHED_FILES = {e["local_file"]: name for name, e in PUBLISHED_WEIGHTS.items()}
+
+
+# written when the workflow is parsed, like the runs' configs: an input file created while the DAG is
+# built may be missed by Snakemake's file inventory
+try:
+    PUBLISHED_CONFIGS = {name: tracked(f"published/{name}", plan.published_eval_config(config, name, REPO))
+                         for name in PUBLISHED_WEIGHTS}
+except (plan.PlanError, ValueError) as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+
+
+def published_settings(wildcards):
+    return PUBLISHED_CONFIGS[wildcards.name]
+
+
+def published_data(wildcards):
+    ds = config["scales"][SCALE]["published_weights"]["dataset"]
+    return f"data/toy/{ds}/meta.json" if ds in TOY_DATASETS else f"results/{SCALE}/data/{ds}.ok"
+
+
+def published_checkpoint(wildcards):
+    path = plan.published_checkpoint(config, wildcards.name, REPO)
+    return [path] if path else []
+
+
 def tokenizer_bench_outputs():
     return [f"results/{SCALE}/bench/tokenizer_split.csv"] if TOKENIZER_BENCH else []
 
@@ -169,7 +202,8 @@ def tokenizer_bench_outputs():
 # another scale's has its own file, so a paper or smoke run never overwrites the toy report.
 REPORT = plan.report_path(SCALE)
 AGGREGATE_SETTINGS = {"experiments": EXPERIMENTS, "groups": COMPLEXITY_GROUPS, "scale": SCALE,
-                      "rows_scale": plan.rows_scale(config), "smoke": SMOKE, "tolerance": config["tolerance"]}
+                      "rows_scale": plan.rows_scale(config), "smoke": SMOKE, "tolerance": config["tolerance"],
+                      "published_weights": PUBLISHED_WEIGHTS}
 
 
 def benchmark_outputs(wildcards):
@@ -183,4 +217,5 @@ def benchmark_outputs(wildcards):
         out.append(f"results/{SCALE}/benchmarks/partitions/{PARTITIONS['experiment']}.tsv")
     if TOKENIZER_BENCH:
         out.append(f"results/{SCALE}/benchmarks/tokenizer_bench.tsv")
+    out += [f"results/{SCALE}/benchmarks/evaluate_published/{n}.tsv" for n in PUBLISHED_WEIGHTS]
     return out

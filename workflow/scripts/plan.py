@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -101,8 +102,8 @@ def seeds(config: dict) -> list[int]:
 
 
 def datasets_needed(config: dict) -> list[str]:
-    """Dataset keys the trained experiments of the selected scale read, in first-use order (and
-    the scorer trunk's pretraining set, last)."""
+    """Dataset keys the trained experiments of the selected scale read, in first-use order, then the
+    scorer trunk's pretraining set and the dataset the published weights are evaluated on."""
     out: list[str] = []
     exps = experiments(config)
     for eid in trained(config):
@@ -114,6 +115,9 @@ def datasets_needed(config: dict) -> list[str]:
     pre = scale_settings(config).get("scorer_pretrain")
     if pre and pre["dataset"] not in out:
         out.append(pre["dataset"])
+    pw = scale_settings(config).get("published_weights")
+    if pw and pw["dataset"] not in out:
+        out.append(pw["dataset"])
     return out
 
 
@@ -354,6 +358,63 @@ def engine_config(repo_root: Path | None = None):
             spec.loader.exec_module(mod)
             return mod
     raise PlanError("cannot find dart/engine/config.py (is the project installed?)")
+
+
+# ------------------------------------------------------------------------ published weights
+
+def published_table(repo_root: Path | None = None):
+    """dart/models/official.py loaded from its file: the official checkpoints and the grid
+    baselines' timm weights, without importing the `dart` package (and torch)."""
+    for base in (package_dir(), (repo_root / "dart") if repo_root else None):
+        path = base / "models" / "official.py" if base is not None else None
+        if path is not None and path.is_file():
+            spec = importlib.util.spec_from_file_location("_dart_models_official", path)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod  # dataclasses resolve their module by name
+            spec.loader.exec_module(mod)
+            return mod
+    raise PlanError("cannot find dart/models/official.py (is the project installed?)")
+
+
+def published_weights(config: dict, repo_root: Path | None = None) -> dict[str, dict]:
+    """Published weights the selected scale evaluates (`scales.<scale>.published_weights`): every
+    official DART checkpoint and every grid baseline with timm weights, by timm name.tag."""
+    if not scale_settings(config).get("published_weights"):
+        return {}
+    mod = published_table(repo_root)
+    out = {}
+    for kind, items in (("official", mod.OFFICIAL), ("baseline", mod.BASELINES)):
+        for p in items:
+            out[p.name] = {"name": p.name, "kind": kind, "model": p.model, "official": p.official,
+                           "file": p.file, "local_file": p.local_file, "hub": p.hub,
+                           "published_top1": p.published_top1, "input_size": p.input_size,
+                           "crop_pct": p.crop_pct, "interpolation": p.interpolation}
+    return out
+
+
+def published_checkpoint(config: dict, name: str, repo_root: Path | None = None) -> str | None:
+    """The file a published-weights job reads: a synthetic one (smoke scale), the one in
+    `official_checkpoints` (a local folder), or None (the Hugging Face hub or its local cache)."""
+    entry = published_weights(config, repo_root)[name]
+    if scale_settings(config)["published_weights"].get("synthetic"):
+        return os.path.join("data", "fake", config["scale"], "published", entry["local_file"])
+    folder = config.get("official_checkpoints")
+    return os.path.join(folder, entry["local_file"]) if folder else None
+
+
+def published_eval_config(config: dict, name: str, repo_root: Path | None = None) -> dict:
+    """The engine config of one published-weights evaluation: `dart/configs/imagenet_official_eval.yaml`
+    (the official evaluation: fp32, the batch of main.py's validation loader) with the checkpoint's
+    input size, crop and interpolation, this scale's device and data root, then the section's
+    `overrides` (the smoke scale: two batches of two)."""
+    entry = published_weights(config, repo_root)[name]
+    pw = scale_settings(config)["published_weights"]
+    over = {"model.name": entry["model"], "data.root": data_root(config, pw["dataset"]),
+            "data.img_size": entry["input_size"], "data.crop_pct": entry["crop_pct"],
+            "data.interpolation": entry["interpolation"], "train.device": scale_settings(config).get("device", "auto"),
+            "output_dir": f"results/{config['scale']}/published/{name}", "name": name}
+    over.update(pw.get("overrides") or {})
+    return engine_config(repo_root).load_config("imagenet_official_eval", [f"{k}={yaml_value(v)}" for k, v in over.items()])
 
 
 def model_of_train_config(path: str, overrides: dict | None = None,
