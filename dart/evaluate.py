@@ -108,6 +108,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(cfg["train"]["threads"])
     info = dist_.init(cfg["train"]["device"])
     out = args.out or os.path.join(cfg["output_dir"], "eval.json")
+    if info.is_main:  # in a run's folder, a later `dart.train --overwrite` removes them with the run
+        from .engine.runfolder import register_if_run_folder
+        register_if_run_folder(os.path.dirname(os.path.abspath(out)), os.path.basename(out), "eval.log")
     log = setup_logging(os.path.dirname(os.path.abspath(out)), info.is_main, filename="eval.log")
     try:
         try:

@@ -124,3 +124,53 @@ def test_a_manifest_cannot_list_paths_outside_its_folder(tmp_path):
     with pytest.raises(owned.NotOwnedError, match="cannot be read"):
         owned.clear(str(tmp_path / "d"), "x", "advice")
     assert outside.read_text() == "keep"
+
+
+# ------------------------------------------------------------------- 3. dart.train --output-dir
+TINY = ["data.toy.train_size=32", "data.toy.val_size=16", "data.img_size=32", "train.epochs=1",
+        "train.batch_size=16", "train.warmup_epochs=0", "eval.batch_size=16", "train.threads=1"]
+DART = ["model.kwargs={num_tokens: 4, scorer: cnn, embed_dim: 32, depth: 1, num_heads: 2}"]
+GRID = ["model.name=deit_tiny_patch16_224", "model.kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}"]
+
+
+def test_a_new_run_refuses_a_folder_holding_another_run(tmp_path, capsys):
+    from dart.evaluate import main as evaluate
+    from dart.train import main as train
+    data, run = f"data.root={tmp_path / 'toy'}", tmp_path / "run"
+    assert train([data, *TINY, *DART, "--output-dir", str(run)]) == 0, capsys.readouterr().err
+    assert evaluate(["--checkpoint", str(run / "checkpoint_last.pt"), data, *TINY, *DART,
+                     "--output-dir", str(run)]) == 0, capsys.readouterr().err
+    (run / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    before = tree(run)
+
+    # a grid run into the DART run's folder, without --resume: refused, nothing changes
+    assert train([data, *TINY, *GRID, "--output-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("dart.train: output folder") and str(run) in err
+    assert "--resume" in err and "--overwrite" in err
+    assert tree(run) == before
+
+    # --overwrite replaces the DART run: its checkpoint, metrics, log, config and eval.json go, notes stay
+    assert train([data, *TINY, *GRID, "--output-dir", str(run), "--overwrite"]) == 0, capsys.readouterr().err
+    assert (run / "notes.txt").read_text() == "mine"
+    assert not (run / "eval.json").exists() and not (run / "eval.log").exists()
+    state = torch.load(run / "checkpoint_last.pt", weights_only=True)
+    assert "patch_embed.scorer.head.fc2.weight" not in state["model"]  # the grid run's checkpoint
+    log = (run / "train.log").read_text()
+    assert log.count("run default: task classification") == 1 and "deit_tiny_patch16_224" in log
+    assert json.loads((run / "metrics.json").read_text())["model"] == "deit_tiny_patch16_224"
+    assert "checkpoint_last.pt" in owned.read(str(run))["files"]
+
+
+def test_overwrite_refuses_run_files_it_cannot_prove_are_a_runs(tmp_path, capsys):
+    from dart.train import main as train
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_last.pt").write_bytes(b"someone else's")
+    assert train([f"data.root={tmp_path / 'toy'}", *TINY, *GRID, "--output-dir", str(run), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "checkpoint_last.pt" in err and "dart_files.json" in err and "nothing was removed" in err
+    assert (run / "checkpoint_last.pt").read_bytes() == b"someone else's"
+    assert train([*TINY, "--resume", "--overwrite", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "pass one of them" in capsys.readouterr().err

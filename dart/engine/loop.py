@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import checkpoint as ckpt
 from . import distributed as dist_
+from . import runfolder
 from .build import build_model, input_shape, num_tokens
 from .compat import check_resume
 from .config import dump, yaml_load
@@ -207,10 +208,17 @@ def metric_record(cfg: dict, model: nn.Module, data_info: dict, info: dist_.Dist
 
 
 class Trainer:
-    def __init__(self, cfg: dict, resume: bool = False):
+    """One run into cfg["output_dir"]. Without `resume` the folder must be absent or empty; with
+    `overwrite` the run found there is replaced (`dart.engine.runfolder`: only the files it listed)."""
+
+    def __init__(self, cfg: dict, resume: bool = False, overwrite: bool = False):
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in the output folder and --overwrite replaces it: "
+                             "pass one of them")
         self.cfg = cfg
         self.out = cfg["output_dir"]
         self.resume = resume
+        self.overwrite = overwrite
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -220,17 +228,28 @@ class Trainer:
         set_deterministic(tr["deterministic"])
         info = dist_.init(tr["device"])
         self.info = info
-        log = setup_logging(self.out, info.is_main)
-        self.log = log
         try:
+            removed = []
+            if not self.resume:  # before anything is written there (every rank checks, rank 0 removes)
+                removed = runfolder.start_new_run(self.out, self.overwrite, remove=info.is_main)
+            if info.is_main:
+                runfolder.register(self.out, "config.yaml", "train.log")
+            log = setup_logging(self.out, info.is_main)
+            self.log = log
+            if removed:
+                log.info("--overwrite: removed the previous run's files from %s: %s", self.out, ", ".join(removed))
             return self._run(cfg, tr, info, log)
         finally:
             dist_.shutdown(info)
 
     def _run(self, cfg, tr, info, log) -> dict:
-        path_last = os.path.join(self.out, "checkpoint_last.pt")
+        path_last = os.path.join(self.out, runfolder.CHECKPOINT)
         state = None
         if self.resume:
+            if info.is_main and runfolder.restore_checkpoint(self.out):
+                log.info("%s was missing: restored it from %s (the same file under a second name)",
+                         path_last, runfolder.RESUME_LINK)
+            dist_.barrier(info)
             if os.path.isfile(path_last):
                 state = ckpt.load_run(path_last)
                 changed = check_resume(yaml_load(state["config_yaml"]), cfg, path_last)
@@ -404,6 +423,7 @@ class Trainer:
             all_skips = dist_.all_gather_object(skips.paths, info)
             hist["skipped"] = {p: r for d in all_skips for p, r in d.items()}
             if info.is_main:
+                runfolder.register(self.out, runfolder.CHECKPOINT, runfolder.RESUME_LINK)
                 ckpt.save_atomic({
                     "format": ckpt.FORMAT, "epoch": epoch, "global_step": global_step,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -411,6 +431,7 @@ class Trainer:
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "history": hist, "config_yaml": dump(cfg),
                 }, path_last)
+                runfolder.link_resume(self.out)
             dist_.barrier(info)
 
         # final record
@@ -433,6 +454,7 @@ class Trainer:
         if cfg["task"] != "segmentation":
             metrics.setdefault("top5", None)
         if info.is_main:
+            runfolder.register(self.out, "metrics.json")
             ckpt.write_json_atomic(metrics, os.path.join(self.out, "metrics.json"))
             main_key = "miou" if cfg["task"] == "segmentation" else "top1"
             log.info("done: %s %.2f, %.1f img/s, %.1f s training; metrics in %s", main_key, metrics[main_key],
