@@ -289,8 +289,10 @@ def test_end_to_end_miniature(tmp_path):
     r4 = snakemake("--cores", "2", "runs/toy/mini_dart/seed0/metrics.json", cwd=tmp_path, timeout=1200)
     assert r4.returncode == 0, r4.stderr[-3000:]
     log = (tmp_path / "results/logs/toy/train/mini_dart_seed0.log").read_text()
-    # (Snakemake removes the old metrics.json itself before the job)
-    assert "removed checkpoint_last.pt" in log and "training afresh" in log
+    # (Snakemake removes the old metrics.json and checkpoint_last.pt itself before the job; the
+    # checkpoint's second name, the log and the config are the previous run's files that it listed)
+    assert "removed checkpoint_resume.pt, config.yaml, train.log" in log and "training afresh" in log
+    assert "resuming from" not in log and log.count("run mini_dart: task classification") == 1
     run_cfg = yaml.safe_load((tmp_path / "runs/toy/mini_dart/seed0/run_config.yaml").read_text())
     assert run_cfg["train"]["lr"] == 0.002
 

@@ -292,8 +292,8 @@ class Trainer:
         model = build_model(cfg)
         cx = complexity(copy.deepcopy(model).cpu(), input_shape(cfg)) if info.is_main else {}
         if cfg["model"].get("init_checkpoint") and state is None:
-            from .keymap import load_into
-            report = load_into(model, cfg["model"]["init_checkpoint"], strict_shapes=False)
+            from .initialise import init_from_checkpoint  # the backbone must be filled, or an error
+            report = init_from_checkpoint(model, cfg["model"]["init_checkpoint"])
             log.info("initialised from %s: %s", cfg["model"]["init_checkpoint"], report.summary())
         model.to(info.device)
 
