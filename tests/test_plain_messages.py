@@ -38,3 +38,93 @@ def test_toy_cli_canvas_too_small_is_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("dart.data.toy: toy detail: parameter canvas=8")
     assert "valid canvas >= 20" in r.stderr and not (tmp_path / "d").exists()
+
+
+# ------------------------------------------------------------------- dart.evaluate (cases 12, 13)
+TOY = ["data.toy.train_size=16", "data.toy.val_size=16", "data.img_size=64", "train.threads=1"]
+SMALL = "{num_tokens: 4, scorer: cnn, embed_dim: 32, depth: 1, num_heads: 2}"
+
+
+def _over(tmp_path, kwargs=SMALL):
+    return [f"data.root={tmp_path / 'toy'}", *TOY, f"model.kwargs={kwargs}", f"output_dir={tmp_path / 'run'}"]
+
+
+def _last_line(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_evaluate_refuses_weights_that_are_not_finite(tmp_path, capsys):
+    """NaN in the scorer's weights: one line naming the checkpoint and the tensor, exit 2, no JSON
+    (it was NonFiniteScores' traceback, exit 1)."""
+    import torch
+    from dart.engine.build import build_model
+    from dart.engine.config import load_config
+    from dart.evaluate import main
+    from tests.test_keymap import to_official
+    over = _over(tmp_path)
+    state = build_model(load_config(None, over)).state_dict()
+    state["patch_embed.scorer.head.fc2.weight"][:] = float("nan")
+    path = tmp_path / "darvit-nan.pth"
+    torch.save({"model": to_official(state)}, path)
+    assert main(["--checkpoint", str(path), *over]) == 2
+    line = _last_line(capsys)
+    assert line.startswith(f"dart.evaluate: {path}") and "patch_embed.scorer.head.fc2.weight" in line
+    assert "NaN or inf" in line and not (tmp_path / "run" / "eval.json").exists()
+
+
+def test_evaluate_refuses_outputs_that_are_not_finite(tmp_path, capsys):
+    """Finite weights whose logits overflow to inf: no score is a number, so none is written."""
+    import torch
+    from dart.engine.build import build_model
+    from dart.engine.config import load_config
+    from dart.evaluate import main
+    from tests.test_keymap import to_official
+    over = _over(tmp_path)
+    state = build_model(load_config(None, over)).state_dict()
+    state["head.weight"][:] = 3e38
+    path = tmp_path / "darvit-inf.pth"
+    torch.save({"model": to_official(state)}, path)
+    assert main(["--checkpoint", str(path), *over]) == 2
+    line = _last_line(capsys)
+    assert line.startswith(f"dart.evaluate: {path}: the model gives non-finite values") and "batch 0" in line
+    assert not (tmp_path / "run" / "eval.json").exists()
+
+
+def test_evaluate_of_an_official_checkpoint(tmp_path, capsys):
+    """The checkpoint supplies the whole scorer trunk, so a config with scorer_pretrained: true does not
+    stop for torchvision's weights; eval.use_ema reads 'model_ema' (and says so), a file without it is
+    refused naming the key; `epochs` is the file's own count, not the config's default."""
+    import json
+    import torch
+    from dart.engine.build import build_model
+    from dart.engine.config import load_config
+    from dart.evaluate import main
+    from tests.test_keymap import to_official
+    kw = "{num_tokens: 4, scorer: mobilenetv3_small, scorer_pretrained: true, embed_dim: 32, depth: 1, num_heads: 2}"
+    over = _over(tmp_path, kw)
+    state = to_official(build_model(load_config(None, _over(tmp_path, kw.replace("true", "false")))).state_dict())
+    path = tmp_path / "darvit-toy.pth"
+    torch.save({"model": state, "model_ema": {k: v.clone() for k, v in state.items()}, "epoch": 6}, path)
+    assert main(["--checkpoint", str(path), *over]) == 0, capsys.readouterr().err
+    rec = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert rec["epochs"] == 7 and rec["source"]["weights"] == "model" and rec["source"]["keymap"]["entry"] == "model"
+    assert main(["--checkpoint", str(path), *over, "eval.use_ema=true"]) == 0, capsys.readouterr().err
+    rec = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert rec["source"]["weights"] == "model_ema" and "'model_ema'" in capsys.readouterr().err
+    torch.save({"model": state}, path)
+    assert main(["--checkpoint", str(path), *over, "eval.use_ema=true"]) == 2
+    assert "config key 'eval.use_ema' is true" in _last_line(capsys)
+    assert main(["--checkpoint", str(path), *over]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["epochs"] is None
+
+
+def test_a_model_entry_with_non_tensors_is_not_swapped_for_model_ema():
+    import torch
+    from dart.engine.keymap import extract_state_dict
+    sd = {"a": torch.zeros(1)}
+    assert extract_state_dict({"model": sd, "model_ema": {"a": torch.ones(1)}}) is sd
+    with pytest.raises(ValueError, match=r"entry 'model' is not a state dict: 1 of its values are not tensors "
+                                         r"\(step \(int\)\); no weights are read from another entry"):
+        extract_state_dict({"model": {**sd, "step": 3}, "model_ema": {"a": torch.ones(1)}})

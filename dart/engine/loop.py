@@ -172,22 +172,34 @@ def evaluate(model: nn.Module, loader, cfg: dict, info: dist_.DistInfo, skips: S
     n_classes = cfg["data"]["num_classes"]
     acc = MeanIoU(n_classes, info.device, IGNORE_INDEX) if seg else TopK(info.device, n_classes)
     n_img, t0 = 0, time.perf_counter()
+    nonfinite = ""  # the first batch whose outputs are not finite: a score of NaN logits is no score
     for i, (x, y, skipped) in enumerate(loader):
         skips.add(skipped)
         if max_batches is not None and i >= max_batches:
             break
-        if x is None:
+        if x is None or nonfinite:
             continue
         x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
-        with autocast(info.device, dtype):
-            out = model(x)
+        try:
+            with autocast(info.device, dtype):
+                out = model(x)
+        except FloatingPointError as e:  # a model's own finiteness check (DART's scores)
+            nonfinite = f"batch {i}: {e}"
+            continue
         out = out.float()
+        if not bool(torch.isfinite(out).all()):
+            nonfinite = f"batch {i}: the model's outputs are NaN or inf"
+            continue
         if seg and out.shape[-2:] != y.shape[-2:]:  # scored on the labels' own resolution
             out = F.interpolate(out, size=y.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.cross_entropy(out, y, ignore_index=IGNORE_INDEX).item() if seg else F.cross_entropy(out, y).item()
         acc.update(out, y, loss)
         n_img += x.shape[0]
     dt = time.perf_counter() - t0
+    # every rank learns whether any rank saw non-finite outputs (no rank waits alone in a collective)
+    bad = dist_.all_reduce_sum(torch.tensor([float(bool(nonfinite))], dtype=torch.float64, device=info.device), info)
+    if float(bad.item()) > 0:
+        raise FloatingPointError(f"non-finite values in the validation pass ({nonfinite or 'on another rank'})")
     res = acc.compute(info)
     tot = dist_.all_reduce_sum(torch.tensor([float(n_img)], dtype=torch.float64, device=info.device), info)
     res["eval_images_per_s"] = float(tot.item()) / max(dt, 1e-9)
@@ -409,7 +421,13 @@ class Trainer:
             ev = cfg["eval"]
             if (epoch + 1) % ev["every"] == 0 or epoch + 1 == tr["epochs"]:
                 eval_model = ema.module if (ema is not None and ev["use_ema"]) else model
-                last_eval = evaluate(eval_model, val_loader, cfg, info, skips, ev["max_batches"])
+                try:
+                    last_eval = evaluate(eval_model, val_loader, cfg, info, skips, ev["max_batches"])
+                except FloatingPointError as e:
+                    raise NonFiniteLoss(
+                        f"non-finite values in the validation pass after epoch {epoch + 1}: {e}; stopping. The last "
+                        f"good checkpoint is kept: "
+                        f"{path_last if os.path.isfile(path_last) else 'none yet (failed in the first epoch)'}") from e
                 key = "miou" if cfg["task"] == "segmentation" else "top1"
                 hist["val_curve"].append({"epoch": epoch + 1, key: last_eval[key]})
                 log.info("epoch %d: train loss %.4f, %.1f img/s; val %s %.2f (loss %.4f)", epoch + 1,
