@@ -507,3 +507,21 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert not any(c.startswith(("matches", "differs")) for c in top1)
     assert len(tables["runs-table"]) - 1 == len(plan.trained({**default_config(), "scale": "smoke"}))
     assert not (tmp_path / "reports" / "paper_tables.html").exists()
+
+
+def test_a_training_job_stops_when_its_settings_changed_after_planning(tmp_path):
+    """Another invocation may rewrite a run's settings file between planning and the job's start:
+    the job then stops instead of training under settings its workflow did not plan."""
+    import hashlib
+    script = ROOT / "workflow" / "scripts" / "prepare_run.py"
+    cfg = tmp_path / "seed0.yaml"
+    cfg.write_text("train: {epochs: 1}\n")
+    planned = hashlib.sha1(cfg.read_bytes()).hexdigest()
+    ok = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(cfg), planned],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    cfg.write_text("train: {epochs: 2}\n")  # a second invocation's settings
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(cfg), planned],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "changed after this job was planned" in r.stderr
+    assert (tmp_path / "run" / "run_config.yaml").read_text() == "train: {epochs: 1}\n"

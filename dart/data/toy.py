@@ -17,6 +17,7 @@ parameters always give byte-identical arrays. Files in the cache directory:
 ``train_x.npy, train_y.npy, val_x.npy, val_y.npy`` (uint8) and ``meta.json`` (kind, seed,
 parameters, generator version, class names); the ``detail`` set also keeps where its pattern is,
 ``train_box.npy, val_box.npy`` (int16 x0, y0, x1, y1 in canvas pixels, for measuring partitions).
+``dart_files.json`` lists them: a folder is replaced only when it holds nothing else.
 
 Command line: ``python -m dart.data.toy --kind classification --out DIR --seed 0``.
 """

@@ -82,11 +82,21 @@ except (plan.PlanError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 
-def run_config_file(eid, seed):
+def _run_config_obj(eid, seed):
     key = (eid, int(seed))
     if key not in RUN_CONFIGS:  # a seed outside `seeds` (the claim's extra seeds)
         RUN_CONFIGS[key] = plan.run_config(config, eid, key[1], _init_checkpoint(eid, key[1]), REPO)
-    return tracked(f"runs/{eid}/seed{key[1]}", RUN_CONFIGS[key])
+    return RUN_CONFIGS[key]
+
+
+def run_config_file(eid, seed):
+    return tracked(f"runs/{eid}/seed{int(seed)}", _run_config_obj(eid, seed))
+
+
+def run_config_sha1(eid, seed):
+    """Digest of the run config this invocation planned: the training job checks its file still
+    holds it (another invocation may rewrite the file before the job starts)."""
+    return plan.text_sha1(plan.dump_yaml(_run_config_obj(eid, seed)))
 
 
 def run_config(wildcards):

@@ -20,6 +20,7 @@ rule train:
     params:
         run_dir=lambda wc, output: str(Path(output.metrics).parent),
         prepare=str(WORKFLOW_DIR / "scripts" / "prepare_run.py"),
+        planned=lambda wc: run_config_sha1(wc.exp, wc.seed),
         launcher=lambda wc, resources: plan.launcher(resources.gpu),
         threads=lambda wc, threads: thread_override(threads),
     log:
@@ -38,7 +39,7 @@ rule train:
     conda:
         "../envs/torch.yaml"
     shell:
-        "(python {params.prepare} {params.run_dir} {input.config} && "
+        "(python {params.prepare} {params.run_dir} {input.config} {params.planned} && "
         "{params.launcher} dart.train --config {input.config} --output-dir {params.run_dir} --resume "
         "{params.threads}) > {log} 2>&1"
 

@@ -240,6 +240,12 @@ def write_if_changed(path: str, text: str) -> str:
     return path
 
 
+def text_sha1(text: str) -> str:
+    """SHA-1 of a settings file's content (as written: UTF-8)."""
+    import hashlib
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 _PREVIEW_DIR: list[str] = []  # the temporary folder of this process's previews, made on first use
 
 

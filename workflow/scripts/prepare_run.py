@@ -1,6 +1,6 @@
 """Start a run folder for `dart.train --resume` under the run's tracked config.
 
-    python workflow/scripts/prepare_run.py RUN_DIR CONFIG
+    python workflow/scripts/prepare_run.py RUN_DIR CONFIG [SHA1]
 
 `--resume` continues from RUN_DIR/checkpoint_last.pt. That is right after an interruption, wrong
 after a setting changed: the checkpoint was trained under other settings. RUN_DIR/run_config.yaml
@@ -9,8 +9,11 @@ run's own files are removed, so the run starts afresh, and CONFIG is copied in. 
 the ones dart.train listed in RUN_DIR/dart_files.json (its checkpoint, metrics, log, config, and
 an evaluation written there); nothing else in the folder is touched. A folder of an older version
 (no file list, but this script's run_config.yaml) loses only its checkpoint and metrics, as then.
-Standard library only (it runs in every rule environment).
+SHA1, when given, is the digest of the CONFIG this job was planned with: a CONFIG rewritten since
+(another invocation of the workflow planned other settings) stops the job instead of training under
+settings Snakemake did not plan. Standard library only (it runs in every rule environment).
 """
+import hashlib
 import json
 import os
 import shutil
@@ -53,9 +56,19 @@ def prepare(run_dir: str, config: str) -> list[str]:
     return removed
 
 
+def check_planned(config: str, sha1: str) -> None:
+    """Stop (SystemExit naming the file) when `config` no longer holds what was planned."""
+    have = hashlib.sha1(Path(config).read_bytes()).hexdigest()
+    if have != sha1:
+        sys.exit(f"prepare_run: {config} changed after this job was planned (sha1 {sha1[:12]}, now {have[:12]}): "
+                 f"another run of the workflow wrote other settings; nothing was trained, run snakemake again")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
+    if len(sys.argv) == 4:
+        check_planned(sys.argv[2], sys.argv[3])
     gone = prepare(sys.argv[1], sys.argv[2])
     if gone:
         print(f"prepare_run: the settings of {sys.argv[1]} changed; removed {', '.join(gone)} "
