@@ -3,26 +3,25 @@ own manifest, dart_files.json, lists); a folder holding anything else is refused
 naming it, and every file of the user's survives."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from dart.engine import owned
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def cli(*args, cwd=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env,
-                          timeout=600)
+def cli(capsys, module, *args):
+    """Run a command line in-process: (exit status, stderr)."""
+    import importlib
+    capsys.readouterr()
+    rc = importlib.import_module(module).main(list(args))
+    return rc, capsys.readouterr().err
 
 
 def one_line(r, *names):
-    err = r.stderr.strip()
-    assert r.returncode == 2, (r.returncode, err[-2000:])
+    rc, err = r
+    err = err.strip()
+    assert rc == 2, (rc, err[-2000:])
     assert "Traceback" not in err, err
     last = err.splitlines()[-1]
     for n in names:
@@ -42,11 +41,11 @@ def tree(folder):
 
 
 # ------------------------------------------------------------------- 1. dart.data.fake
-def test_fake_refuses_a_folder_it_did_not_write(tmp_path):
+def test_fake_refuses_a_folder_it_did_not_write(tmp_path, capsys):
     x = tmp_path / "x"
     x.mkdir()
     (x / "mine.txt").write_text("keep")
-    r = cli("-m", "dart.data.fake", "--layout", "ade20k", "--out", str(x))
+    r = cli(capsys, "dart.data.fake", "--layout", "ade20k", "--out", str(x))
     one_line(r, "dart.data.fake:", str(x), "mine.txt", "--out")
     assert tree(x) == {"mine.txt": b"keep"}
     assert sorted(os.listdir(tmp_path)) == ["x"]  # no half-written set left beside it
@@ -68,10 +67,10 @@ def test_fake_replaces_only_its_own_set(tmp_path):
     assert json.loads((out / "fake.json").read_text())["seed"] == 1  # nothing was touched
 
 
-def test_fake_into_an_unwritable_place_is_one_line(tmp_path):
+def test_fake_into_an_unwritable_place_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    r = cli("-m", "dart.data.fake", "--layout", "imagefolder", "--out", str(blocker / "sub"))
+    r = cli(capsys, "dart.data.fake", "--layout", "imagefolder", "--out", str(blocker / "sub"))
     one_line(r, "dart.data.fake:", str(blocker / "sub"), "cannot be written")
 
 
@@ -84,18 +83,18 @@ def _user_folder(p):
     return tree(p)
 
 
-def test_toy_refuses_a_folder_with_a_meta_json_it_did_not_write(tmp_path):
+def test_toy_refuses_a_folder_with_a_meta_json_it_did_not_write(tmp_path, capsys):
     p = tmp_path / "p"
     before = _user_folder(p)
-    r = cli("-m", "dart.data.toy", "--kind", "detail", "--set", "train_size=10", "val_size=10", "--out", str(p))
+    r = cli(capsys, "dart.data.toy", "--kind", "detail", "--set", "train_size=10", "val_size=10", "--out", str(p))
     one_line(r, "dart.data.toy:", str(p), "notes.txt", "data.root")
     assert tree(p) == before
 
 
-def test_train_refuses_a_data_root_it_did_not_write(tmp_path):
+def test_train_refuses_a_data_root_it_did_not_write(tmp_path, capsys):
     p = tmp_path / "p"
     before = _user_folder(p)
-    r = cli("-m", "dart.train", f"data.root={p}", "data.toy.train_size=32", "data.toy.val_size=16",
+    r = cli(capsys, "dart.train", f"data.root={p}", "data.toy.train_size=32", "data.toy.val_size=16",
             "train.epochs=1", f"output_dir={tmp_path / 'run'}", "train.threads=1")
     one_line(r, "dart.train:", str(p), "notes.txt")
     assert tree(p) == before

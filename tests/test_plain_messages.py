@@ -33,11 +33,12 @@ def test_toy_canvas_too_small_names_the_parameter_and_its_range(tmp_path, kind, 
     assert toy.load_split(root, "train")[0].shape[-2] == smallest
 
 
-def test_toy_cli_canvas_too_small_is_one_line(tmp_path):
-    r = cli("-m", "dart.data.toy", "--kind", "detail", "--set", "canvas=8", "--out", str(tmp_path / "d"))
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("dart.data.toy: toy detail: parameter canvas=8")
-    assert "valid canvas >= 20" in r.stderr and not (tmp_path / "d").exists()
+def test_toy_cli_canvas_too_small_is_one_line(tmp_path, capsys):
+    from dart.data.toy import main
+    assert main(["--kind", "detail", "--set", "canvas=8", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("dart.data.toy: toy detail: parameter canvas=8")
+    assert "valid canvas >= 20" in err and not (tmp_path / "d").exists()
 
 
 # ------------------------------------------------------------------- dart.evaluate (cases 12, 13)
