@@ -37,7 +37,8 @@ def test_toy_cli_canvas_too_small_is_one_line(tmp_path, capsys):
     from dart.data.toy import main
     assert main(["--kind", "detail", "--set", "canvas=8", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("dart.data.toy: toy detail: parameter canvas=8")
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("dart.data.toy: toy detail: parameter canvas=8")
     assert "valid canvas >= 20" in err and not (tmp_path / "d").exists()
 
 

@@ -15,8 +15,8 @@ content. Nothing learnable; a smoke run's numbers are not results.
 Command line: ``python -m dart.data.fake --layout imagefolder --out DIR [--seed 0]``. The set is
 written into a new folder beside DIR, then moved into place; ``fake.json`` (layout, seed, file
 counts) is its last file. DIR must be absent, empty, or a fake set written here before: its files
-are listed in ``dart_files.json`` (`dart.engine.owned`), and only those are removed. A folder holding
-anything else (a real dataset, your files) is refused and nothing in it is touched.
+are listed in ``dart_files.json`` (`dart.engine.owned`), and only those are removed. A folder
+holding anything else (a real dataset, your files) is refused and nothing in it is touched.
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """What a tool may remove from a folder: only what it wrote there, as listed in the folder's manifest.
 
-`dart.train`, `dart.data.toy` and `dart.data.fake` write into folders the user names (`--output-dir`,
-`--out`, `data.root`). Each keeps a manifest, `dart_files.json`, in the folder it writes: the
-relative paths of the files (and folders) it wrote there, recorded before they are written.
-Replacing a folder's content removes exactly those files, then the listed folders left empty, then
-the manifest. A folder that holds anything else, or no manifest at all, is refused before anything
+`dart.train`, `dart.data.toy` and `dart.data.fake` write into folders the user names
+(`--output-dir`, `--out`, `data.root`). Each keeps a manifest, `dart_files.json`, in the folder it
+writes: the relative paths of the files (and folders) it wrote there, recorded before they are
+written. Replacing a folder's content removes exactly those files, then the listed folders left
+empty, then the manifest. A folder that holds anything else, or no manifest at all, is refused before anything
 is removed, with a message naming the folder and what is not the tool's: nothing is ever removed
 on a guess (a name, a marker file someone else could have written, the folder's location).
 """
