@@ -32,7 +32,8 @@ SAME = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
 def rule_blocks() -> dict[str, str]:
     out = {}
     for f in sorted(RULES.glob("*.smk")):
-        parts = re.split(r"^rule (\w+):", f.read_text(), flags=re.M)
+        # rules may sit inside an `if`/`else` (claim.smk); a name defined twice keeps its last body
+        parts = re.split(r"^[ \t]*rule (\w+):", f.read_text(), flags=re.M)
         for name, body in zip(parts[1::2], parts[2::2]):
             out[name] = body
     return out

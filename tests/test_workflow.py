@@ -54,6 +54,19 @@ def default_config() -> dict:
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
+def planned_run_config(cfg: dict, eid: str, seed: int = 0) -> tuple[str, dict]:
+    """(settings file, content) of one run's tracked engine config, as the workflow plans it."""
+    src = plan.experiments(cfg)[eid]["finetune_from"]
+    init = f"{plan.run_dir(cfg, src, seed)}/checkpoint_last.pt" if src else None
+    return f"results/{cfg['scale']}/config/runs/{eid}/seed{seed}.yaml", plan.run_config(cfg, eid, seed, init, ROOT)
+
+
+def files_below(folder: Path) -> dict[str, tuple[float, bytes]]:
+    """{path: (mtime, content)} of every file below `folder` but Snakemake's own .snakemake/."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime, p.read_bytes()) for p in folder.rglob("*")
+            if p.is_file() and ".snakemake" not in p.relative_to(folder).parts}
+
+
 def test_dry_run_default_toy(deployment):
     r = snakemake("-n", cwd=deployment)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -118,11 +131,11 @@ def test_dry_run_paper_scale_with_slurm_profile(deployment):
     bench = [b for b in out.split("\n\n") if "rule throughput:" in b]
     assert bench and all("slurm_extra=--exclusive" in b and "gpu=1" in b for b in bench)
     # long-sequence rows start from their 196-token run: the run's tracked config says so
-    run_cfg = yaml.safe_load((deployment / "results" / "paper" / "config" / "runs" / "dart_deit_small_392"
-                              / "seed0.yaml").read_text())
+    path, run_cfg = planned_run_config(cfg, "dart_deit_small_392")
     assert run_cfg["model"]["init_checkpoint"] == "runs/paper/dart_deit_small/seed0/checkpoint_last.pt"
     assert run_cfg["model"]["name"] == "dart_deit_small_patch16_224_392" and run_cfg["train"]["epochs"] == 30
-    assert "--config results/paper/config/runs/dart_deit_small_392/seed0.yaml" in out
+    # the dry run reads it from a temporary copy: nothing is written in the deployment
+    assert re.search(rf"--config /\S*/dart-dry-run-settings-\w+/{path} ", out) and not (deployment / path).exists()
     # a paper run has its own report: it never overwrites the toy one
     assert "reports/paper_tables_paper.html" in out and "reports/paper_tables.html" not in out
 
@@ -289,8 +302,10 @@ def test_end_to_end_miniature(tmp_path):
     r4 = snakemake("--cores", "2", "runs/toy/mini_dart/seed0/metrics.json", cwd=tmp_path, timeout=1200)
     assert r4.returncode == 0, r4.stderr[-3000:]
     log = (tmp_path / "results/logs/toy/train/mini_dart_seed0.log").read_text()
-    # (Snakemake removes the old metrics.json itself before the job)
-    assert "removed checkpoint_last.pt" in log and "training afresh" in log
+    # (Snakemake removes the old metrics.json and checkpoint_last.pt itself before the job; the
+    # checkpoint's second name, the log and the config are the previous run's files that it listed)
+    assert "removed checkpoint_resume.pt, config.yaml, train.log" in log and "training afresh" in log
+    assert "resuming from" not in log and log.count("run mini_dart: task classification") == 1
     run_cfg = yaml.safe_load((tmp_path / "runs/toy/mini_dart/seed0/run_config.yaml").read_text())
     assert run_cfg["train"]["lr"] == 0.002
 
@@ -309,12 +324,16 @@ def planned_outputs(out: str) -> list[str]:
 
 def make_up_to_date(deployment: Path) -> None:
     """Create every planned output (empty files, one mtime): the workflow then has nothing to do,
-    without running a job."""
+    without running a job. A run that marks outputs up to date (--touch) writes the tracked
+    settings first, as a run does (a dry run writes none)."""
+    r = snakemake("--touch", "--cores", "1", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((deployment / "results").rglob("*.yaml"))
     r = snakemake("-n", cwd=deployment)
     assert r.returncode == 0, r.stderr[-3000:]
     outs = planned_outputs(r.stdout + r.stderr)
     assert outs
-    stamp = max(p.stat().st_mtime for p in (deployment / "results").rglob("*.yaml")) + 5
+    stamp = time.time() + 5
     for f in outs:
         p = deployment / f
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -342,8 +361,10 @@ def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
     assert counts == {"train": 3, "evaluate": 1, "claim_measure": 1, "claim_report": 1, "aggregate": 1,
                       "report": 1, "all": 1}, counts
     assert "runs/toy/toy_seg_dart/seed0/metrics.json" in out
-    tracked = yaml.safe_load((deployment / "results/toy/config/runs/toy_seg_dart/seed0.yaml").read_text())
-    assert tracked["train"]["lr"] == 0.002
+    # the dry run shows the new settings from a temporary copy and leaves the tracked file as it was
+    path, tracked = planned_run_config({**cfg, "scale": "toy"}, "toy_seg_dart")
+    assert tracked["train"]["lr"] == 0.002 and re.search(rf"dart-dry-run-settings-\w+/{path}", out)
+    assert yaml.safe_load((deployment / path).read_text())["train"]["lr"] == 0.001  # as it was
 
     # a scale-wide setting touches every run of the scale (and nothing is counted again)
     cfg["scales"]["toy"]["train_overrides"] = {"train.epochs": 3}
@@ -354,6 +375,80 @@ def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
     assert counts["train"] == 30 and counts["evaluate"] == 10
     assert counts["claim_measure"] == 10 and "complexity" not in counts and "toy_data" not in counts
     assert "scorer_pretrain" not in counts
+
+
+def test_a_dry_run_changes_no_file(deployment):
+    """Issue 20, case 6: `snakemake -n` (it takes no lock) must not rewrite the settings a running
+    workflow's jobs read; it lists the jobs a changed setting reruns without writing anything."""
+    r = snakemake("-n", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(files_below(deployment)) == {f"config/{k}" for k in files_below(ROOT / "config")}
+    make_up_to_date(deployment)
+    before = files_below(deployment)
+    (deployment / "more_epochs.yaml").write_text(yaml.safe_dump({"scales": {"toy": {"train_overrides": {
+        "train.epochs": 2}}}}))
+    r = snakemake("-n", "--configfile", "more_epochs.yaml", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert job_counts(r.stdout + r.stderr)["train"] == 24  # listed ...
+    after = files_below(deployment)
+    after.pop("more_epochs.yaml")
+    assert after == before  # ... and nothing written: no settings file, no mtime moved
+
+
+def test_a_deleted_checkpoint_reruns_its_training(deployment):
+    """Issue 20, case 11: the checkpoint is an output of training, so an evaluation that must run
+    again (here its JSON is gone and asked for) while the checkpoint is gone replans the training
+    run first, instead of an evaluation that fails for want of the checkpoint, every time."""
+    make_up_to_date(deployment)
+    (deployment / "runs/toy/toy_detail_dart/seed0/checkpoint_last.pt").unlink()
+    (deployment / "results/toy/eval/toy_detail_dart/seed0.json").unlink()
+    r = snakemake("-n", "results/toy/eval/toy_detail_dart/seed0.json", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    counts = job_counts(out)
+    assert counts["train"] == 1 and counts["evaluate"] == 1, counts
+    train = [b for b in out.split("\n\n") if "rule train:" in b][0]
+    assert "runs/toy/toy_detail_dart/seed0/checkpoint_last.pt" in train
+    assert "--checkpoint runs/toy/toy_detail_dart/seed0/checkpoint_last.pt" in out
+
+
+def test_the_claim_at_a_scale_without_one_is_named(deployment):
+    """Issue 20, case 12: reports/claim.html at the smoke scale says it is a toy-scale experiment."""
+    r = snakemake("-n", "reports/claim.html", "--config", "scale=smoke", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "KeyError" not in out
+    assert "reports/claim.html is the resolution claim, a toy-scale experiment" in out
+    assert "scale 'smoke' has no claim section (scales.smoke.claim)" in out
+
+
+def test_every_benchmark_file_is_under_its_scale(deployment):
+    """Issue 20, case 13: as the README says, each rule's benchmark file is under results/<scale>/."""
+    r = snakemake("-n", cwd=deployment)
+    out = r.stdout + r.stderr
+    benches = re.findall(r"benchmark: (\S+)", out)
+    assert any("/complexity/" in b for b in benches)
+    assert benches and all(b.startswith("results/toy/benchmarks/") for b in benches), benches
+
+
+def test_a_changed_setting_removes_only_the_previous_runs_files(tmp_path):
+    """prepare_run.py removes what dart.train listed in the run folder (checkpoint and its second
+    name, metrics, log, config, an evaluation written there) and nothing else."""
+    import json
+    from prepare_run import prepare
+    run = tmp_path / "run"
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train: {lr: 0.001}\n")
+    b.write_text("train: {lr: 0.002}\n")
+    prepare(str(run), str(a))
+    listed = ["checkpoint_last.pt", "checkpoint_resume.pt", "config.yaml", "eval.json", "metrics.json", "train.log"]
+    for name in listed + ["notes.txt"]:
+        (run / name).write_text(name)
+    (run / "dart_files.json").write_text(json.dumps({"format": "dart-files-v1", "tool": "dart.train",
+                                                     "files": listed + ["../escape.txt"], "dirs": []}))
+    (tmp_path / "escape.txt").write_text("keep")
+    assert sorted(prepare(str(run), str(b))) == sorted(listed)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "run_config.yaml"]
+    assert (tmp_path / "escape.txt").read_text() == "keep"
 
 
 def test_a_changed_setting_trains_afresh(tmp_path):
@@ -391,8 +486,10 @@ def test_smoke_scale_runs_the_paper_jobs(deployment):
     assert smoke["published_synthetic"] == paper["evaluate_published"] == 13
 
     def run_models(scale):
-        folder = deployment / "results" / scale / "config" / "runs"
-        return {p.parent.name: yaml.safe_load(p.read_text()) for p in folder.glob("*/seed0.yaml")}
+        cfg = {**default_config(), "scale": scale}
+        runs = {eid: planned_run_config(cfg, eid) for eid in plan.trained(cfg)}
+        assert all(path in outs[scale] for path, _ in runs.values())  # the files the DAG reads
+        return {eid: run_cfg for eid, (_, run_cfg) in runs.items()}
     p_runs, s_runs = run_models("paper"), run_models("smoke")
     assert set(p_runs) == set(s_runs) and len(p_runs) >= 28
     for eid in p_runs:
@@ -404,10 +501,11 @@ def test_smoke_scale_runs_the_paper_jobs(deployment):
             {k: v for k, v in p["model"]["kwargs"].items() if k != "scorer_trunk"}
         assert s["train"]["device"] == "cpu" and s["train"]["max_steps_per_epoch"] == 2
         assert s["data"]["root"].startswith("data/fake/smoke/")
-    sweeps = {scale: {p.stem: yaml.safe_load(p.read_text())["models"]
-                      for p in (deployment / "results" / scale / "config" / "bench").glob("*.yaml")
-                      if "models" in yaml.safe_load(p.read_text())} for scale in ("paper", "smoke")}
-    assert sweeps["paper"] == sweeps["smoke"]
+    def sweep_models(scale):
+        cfg = {**default_config(), "scale": scale}
+        configs = {eid: plan.train_config_path(plan.experiments(cfg)[eid]["train"], ROOT) for eid in plan.trained(cfg)}
+        return {name: plan.sweep_models(cfg, name, configs, ROOT) for name in plan.sweeps(cfg)}
+    assert sweep_models("paper") == sweep_models("smoke")
     assert "reports/paper_tables_smoke.html" in outs["smoke"]
 
 
@@ -431,3 +529,21 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert len(published) == 13
     assert all(r[-1].startswith("smoke: not a result") for r in published if r[3] != "none published")
     assert not (tmp_path / "reports" / "paper_tables.html").exists()
+
+
+def test_a_training_job_stops_when_its_settings_changed_after_planning(tmp_path):
+    """Another invocation may rewrite a run's settings file between planning and the job's start:
+    the job then stops instead of training under settings its workflow did not plan."""
+    import hashlib
+    script = ROOT / "workflow" / "scripts" / "prepare_run.py"
+    cfg = tmp_path / "seed0.yaml"
+    cfg.write_text("train: {epochs: 1}\n")
+    planned = hashlib.sha1(cfg.read_bytes()).hexdigest()
+    ok = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(cfg), planned],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    cfg.write_text("train: {epochs: 2}\n")  # a second invocation's settings
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(cfg), planned],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "changed after this job was planned" in r.stderr
+    assert (tmp_path / "run" / "run_config.yaml").read_text() == "train: {epochs: 1}\n"

@@ -51,5 +51,12 @@ def claim_measures():
     return out, roles
 
 
+def no_claim_here():
+    raise WorkflowError(
+        f"reports/claim.html is the resolution claim, a toy-scale experiment (trained toy runs, "
+        f"scales.toy.claim); scale {SCALE!r} has no claim section (scales.{SCALE}.claim): run "
+        f"`snakemake reports/claim.html` at the toy scale (the default)")
+
+
 def claim_outputs():
     return ["reports/claim.html"] if CLAIM else []

@@ -1,7 +1,6 @@
 # Helpers shared by the rules. The logic lives in workflow/scripts/plan.py (tests import it);
 # this file only binds it to the config and the working directory.
 
-import functools
 import sys
 from pathlib import Path
 
@@ -48,12 +47,24 @@ wildcard_constraints:
 
 # ------------------------------------------------------------------- settings Snakemake tracks
 # Every setting that changes a result is written to a file under results/<scale>/config/ that the
-# jobs reading it take as input. A file is rewritten only when its content changes (also by a dry
-# run), so its mtime moves exactly then and Snakemake reruns exactly the jobs it feeds.
+# jobs reading it take as input. A file is rewritten only when its content changes, so its mtime
+# moves exactly then and Snakemake reruns exactly the jobs it feeds. Only a run writes them (when
+# its DAG is built): a dry run, or a DAG printed without running it, writes nothing under the
+# working directory; it reads a changed file's new content from a copy in a temporary folder,
+# removed at exit, whose fresh mtime lists the jobs the change reruns.
+
+
+def _writes_settings():
+    """True when this invocation runs jobs (not a dry run, nor a DAG only printed)."""
+    return workflow.executor_plugin is not None and not workflow.dryrun
+
+
+def tracked_file(path, obj):
+    return plan.tracked_file(path, plan.dump_yaml(obj), write=_writes_settings())
 
 
 def tracked(name, obj):
-    return plan.write_if_changed(f"results/{SCALE}/config/{name}.yaml", plan.dump_yaml(obj))
+    return tracked_file(f"results/{SCALE}/config/{name}.yaml", obj)
 
 
 def _init_checkpoint(eid, seed):
@@ -61,25 +72,36 @@ def _init_checkpoint(eid, seed):
     return f"{plan.run_dir(config, src, seed)}/checkpoint_last.pt" if src else None
 
 
-@functools.lru_cache(maxsize=None)
-def _run_cfg(eid, seed):
-    """The engine config of one run (plan.run_config), computed once per DAG."""
-    return plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO)
-
-
+# every run's engine config, resolved (and so checked) when the workflow is read; the files are
+# written when the DAG asks for them (run_config_file)
 try:
-    RUN_CONFIGS = {(eid, seed): tracked(f"runs/{eid}/seed{seed}", _run_cfg(eid, seed))
-                   for eid in TRAINED for seed in SEEDS}
+    RUN_CONFIGS = {
+        (eid, seed): plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO)
+        for eid in TRAINED for seed in SEEDS
+    }
 except (plan.PlanError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 
-def run_config(wildcards):
-    key = (wildcards.exp, int(wildcards.seed))
+def _run_config_obj(eid, seed):
+    key = (eid, int(seed))
     if key not in RUN_CONFIGS:  # a seed outside `seeds` (the claim's extra seeds)
-        eid, seed = key
-        RUN_CONFIGS[key] = tracked(f"runs/{eid}/seed{seed}", _run_cfg(eid, seed))
+        RUN_CONFIGS[key] = plan.run_config(config, eid, key[1], _init_checkpoint(eid, key[1]), REPO)
     return RUN_CONFIGS[key]
+
+
+def run_config_file(eid, seed):
+    return tracked(f"runs/{eid}/seed{int(seed)}", _run_config_obj(eid, seed))
+
+
+def run_config_sha1(eid, seed):
+    """Digest of the run config this invocation planned: the training job checks its file still
+    holds it (another invocation may rewrite the file before the job starts)."""
+    return plan.text_sha1(plan.dump_yaml(_run_config_obj(eid, seed)))
+
+
+def run_config(wildcards):
+    return run_config_file(wildcards.exp, wildcards.seed)
 
 
 def data_settings(wildcards):
@@ -88,7 +110,7 @@ def data_settings(wildcards):
 
 def complexity_settings(wildcards):
     rows = {e: {k: EXPERIMENTS[e][k] for k in ("model", "model_kwargs")} for e in COMPLEXITY_GROUPS[wildcards.family]}
-    return plan.write_if_changed(f"results/config/complexity/{wildcards.family}.yaml", plan.dump_yaml(rows))
+    return tracked_file(f"results/config/complexity/{wildcards.family}.yaml", rows)
 
 
 def sweep_settings(wildcards):
@@ -112,12 +134,12 @@ def run_metrics(eid, seed):
 
 def finetune_input(wildcards):
     src = EXPERIMENTS[wildcards.exp]["finetune_from"]
-    return [run_metrics(src, wildcards.seed)] if src else []
+    return [run_metrics(src, wildcards.seed), _init_checkpoint(wildcards.exp, wildcards.seed)] if src else []
 
 
 def scorer_trunk_input(wildcards):
     """The pretrained scorer trunk a run loads (model.kwargs.scorer_weights), when it names one."""
-    return plan.scorer_weights_input(_run_cfg(wildcards.exp, int(wildcards.seed)))
+    return plan.scorer_weights_input(_run_config_obj(wildcards.exp, wildcards.seed))
 
 
 def thread_override(threads):
@@ -211,7 +233,7 @@ def benchmark_outputs(wildcards):
     out = [f"results/{SCALE}/benchmarks/aggregate.tsv"]
     out += [f"results/{SCALE}/benchmarks/train/{e}_seed{s}.tsv" for e in TRAINED for s in SEEDS]
     out += [f"results/{SCALE}/benchmarks/evaluate/{e}_seed{s}.tsv" for e in TRAINED for s in SEEDS]
-    out += [f"results/benchmarks/complexity/{f}.tsv" for f in COMPLEXITY_GROUPS]
+    out += [f"results/{SCALE}/benchmarks/complexity/{f}.tsv" for f in COMPLEXITY_GROUPS]
     out += [f"results/{SCALE}/benchmarks/throughput/{s}.tsv" for s in SWEEPS]
     if PARTITIONS:
         out.append(f"results/{SCALE}/benchmarks/partitions/{PARTITIONS['experiment']}.tsv")

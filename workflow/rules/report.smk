@@ -4,7 +4,7 @@
 rule partitions:
     """DART partition pictures of a few validation images, from a trained run."""
     input:
-        config=lambda wc: RUN_CONFIGS[(wc.exp, SEEDS[0])],
+        config=lambda wc: run_config_file(wc.exp, SEEDS[0]),
         settings=lambda wc: tracked("partitions", PARTITIONS),
         metrics=f"runs/{SCALE}/{{exp}}/seed{SEEDS[0]}/metrics.json",
     output:

@@ -268,6 +268,43 @@ def write_if_changed(path: str, text: str) -> str:
     return path
 
 
+def text_sha1(text: str) -> str:
+    """SHA-1 of a settings file's content (as written: UTF-8)."""
+    import hashlib
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+_PREVIEW_DIR: list[str] = []  # the temporary folder of this process's previews, made on first use
+
+
+def _preview_dir() -> str:
+    if not _PREVIEW_DIR:
+        import atexit
+        import shutil
+        import tempfile
+        folder = tempfile.mkdtemp(prefix="dart-dry-run-settings-")
+        atexit.register(shutil.rmtree, folder, True)
+        _PREVIEW_DIR.append(folder)
+    return _PREVIEW_DIR[0]
+
+
+def tracked_file(path: str, text: str, write: bool) -> str:
+    """The settings file a job reads: `path` when it already holds `text`; otherwise, when `write`,
+    `path` rewritten (`write_if_changed`); when not (a dry run), a copy of the new content in a
+    temporary folder (removed at exit), so that nothing under the working directory changes while
+    the copy's fresh mtime still marks the jobs reading it as outdated."""
+    try:
+        if Path(path).read_text(encoding="utf-8") == text:
+            return path
+    except OSError:
+        pass
+    if write:
+        return write_if_changed(path, text)
+    if os.path.isabs(path):
+        raise ValueError(f"settings file {path} must be relative to the working directory")
+    return write_if_changed(os.path.join(_preview_dir(), path), text)
+
+
 def complexity_spec(row: dict) -> str:
     """`NAME[:k=v,...]` as `python -m bench.complexity` reads one model."""
     return row["model"] + (f":{row['model_kwargs']}" if row["model_kwargs"] else "")
