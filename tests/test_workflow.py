@@ -389,7 +389,7 @@ def test_a_dry_run_changes_no_file(deployment):
         "train.epochs": 2}}}}))
     r = snakemake("-n", "--configfile", "more_epochs.yaml", cwd=deployment)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert job_counts(r.stdout + r.stderr)["train"] == 24  # listed ...
+    assert job_counts(r.stdout + r.stderr)["train"] == 30  # listed (10 experiments x 3 seeds) ...
     after = files_below(deployment)
     after.pop("more_epochs.yaml")
     assert after == before  # ... and nothing written: no settings file, no mtime moved
