@@ -54,14 +54,17 @@ def _strip(state: dict, prefix: str = "module.") -> dict:
 
 def config_for(obj, cfg: dict, path: str) -> dict:
     """The config to evaluate a checkpoint with: a run checkpoint's own (dart.engine.compat decides
-    which keys the command line may change); the command line's for an official checkpoint."""
+    which keys the command line may change; the kwargs the run's init checkpoint implied count as
+    given, `initialise.with_init_kwargs`); the command line's for an official checkpoint."""
     from .engine import checkpoint as ckpt
     from .engine.compat import for_evaluate
     from .engine.config import yaml_load
+    from .engine.initialise import with_init_kwargs
     if not ckpt.is_run(obj):
         return cfg
     ckpt.check_run(obj, path)
-    return for_evaluate(yaml_load(obj["config_yaml"]), cfg, path)
+    stored = yaml_load(obj["config_yaml"])
+    return for_evaluate(stored, with_init_kwargs(cfg, stored)[0], path)
 
 
 def _non_finite(model) -> list[str]:

@@ -11,6 +11,13 @@ map of `dart.engine.keymap`. What it must fill is the backbone:
 - a segmenter from a segmentation checkpoint: every key, except a classifier of another number of
   classes.
 
+The convention travels with the weights: an official checkpoint was trained under the official
+convention with a frozen scorer trunk, and a run checkpoint under its own config's. Where the config
+leaves them unset, `with_init_kwargs` puts those model kwargs into the config itself before anything
+is built or written, so config.yaml, every checkpoint of the run, `--resume`, `dart.evaluate` of the
+run, `dart.viz --run` and `load_run` all rebuild the model that was trained (the tokenizer is then
+not switched behind the config's back on load).
+
 A position table of another length (a grid model fine-tuned at another input size: DeiT-S 224 ->
 384, Vim 224 -> 448) is resampled bicubically over its 2-D grid with timm's
 `resample_abs_pos_embed`, the class token's entry kept; anything else that is missing or does not
@@ -76,6 +83,55 @@ def resample_position_table(src: torch.Tensor, target: nn.Module) -> Optional[to
     return out if out.shape == dst.shape else None
 
 
+# model kwargs that come with an init checkpoint when the config leaves them unset: the convention
+# it was trained under and its scorer trunk's regime (the checkpoint supplies the trunk)
+INIT_KWARGS = ("convention", "scorer_trunk")
+OFFICIAL_INIT = {"convention": "official", "scorer_trunk": "pretrained_frozen"}
+
+
+def init_kwargs(obj) -> dict:
+    """The model kwargs a checkpoint object implies (see INIT_KWARGS): the official ones for an
+    official darvit/darvim file, its own config's for a run checkpoint of ours, else none."""
+    from .keymap import OFFICIAL_FAMILIES, detect_family, find_state_dict
+    if ckpt.is_run(obj):
+        from .config import yaml_load
+        kw = (yaml_load(obj["config_yaml"])["model"].get("kwargs") or {})
+        return {k: kw[k] for k in INIT_KWARGS if k in kw}
+    try:
+        _, state = find_state_dict(obj)
+    except ValueError:
+        return {}
+    return dict(OFFICIAL_INIT) if detect_family(state) in OFFICIAL_FAMILIES else {}
+
+
+def with_init_kwargs(cfg: dict, stored: Optional[dict] = None) -> tuple[dict, dict]:
+    """(config, kwargs added): `cfg` with the model kwargs its `model.init_checkpoint` implies where
+    the config leaves them unset, for a model that takes them (a DART model). `stored`: the config of
+    a run checkpoint being resumed or evaluated; its values are taken when the init file is no
+    longer there, or when `cfg` names no init checkpoint (dart.evaluate takes it from the run)."""
+    path = cfg["model"].get("init_checkpoint")
+    kw = cfg["model"].get("kwargs") or {}
+    stored_path = (stored or {}).get("model", {}).get("init_checkpoint")
+    if not (path or stored_path) or not cfg["model"]["name"].startswith("dart_") \
+            or all(k in kw for k in INIT_KWARGS):
+        return cfg, {}
+    import os
+    if path and os.path.isfile(path):
+        implied = init_kwargs(ckpt.load(path))
+    elif stored_path and path in (None, stored_path):
+        skw = stored["model"].get("kwargs") or {}
+        implied = {k: skw[k] for k in INIT_KWARGS if k in skw}
+    else:
+        return cfg, {}  # the load itself names the missing file
+    added = {k: v for k, v in implied.items() if k not in kw}
+    if not added:
+        return cfg, {}
+    import copy
+    out = copy.deepcopy(cfg)
+    out["model"]["kwargs"] = {**kw, **added}
+    return out, added
+
+
 def init_from_checkpoint(model: nn.Module, path: str) -> KeyMapReport:
     """Load `path` into `model` as its starting weights; raise a CheckpointError naming the keys when
     the checkpoint does not fill the backbone (module docstring)."""
@@ -88,7 +144,7 @@ def init_from_checkpoint(model: nn.Module, path: str) -> KeyMapReport:
             if new is not None:
                 resampled.append(f"{k} {tuple(state[k].shape)} -> {tuple(new.shape)}")
                 state[k] = new
-    report = load_into(target, {"model": state})
+    report = load_into(target, {"model": state}, convention=False)  # the config says which (above)
     heads = {d for _, d, _, _ in report.mismatched if HEAD.match(d)} | {k for k in report.missing if HEAD.match(k)}
     blockers = [k for k in report.missing if k not in heads]
     blockers += [f"{d} {tuple(a)} vs {tuple(b)}" for _, d, a, b in report.mismatched if d not in heads]

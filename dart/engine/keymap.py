@@ -210,12 +210,15 @@ def convert(state: dict, model_state: dict) -> tuple[dict, KeyMapReport]:
 
 
 def load_into(model: nn.Module, source, strict_shapes: bool = False,
-              log: Optional[Callable[[str], None]] = None, entry: Optional[str] = None) -> KeyMapReport:
+              log: Optional[Callable[[str], None]] = None, entry: Optional[str] = None,
+              convention: bool = True) -> KeyMapReport:
     """Load a checkpoint file or object into `model` through the key map; returns the report.
 
     Keys that do not map or do not fit are left out (the model keeps its own values for them);
     with strict_shapes a shape mismatch raises instead. `entry` names the checkpoint entry to read
     (e.g. 'model_ema'); by default `find_state_dict` picks it, and the report says which.
+    `convention=False` leaves the tokenizer as it was built (the engine builds it from a config
+    that already says which convention: `dart.engine.initialise.with_init_kwargs`).
     """
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         from .checkpoint import load
@@ -226,7 +229,7 @@ def load_into(model: nn.Module, source, strict_shapes: bool = False,
     if strict_shapes and report.mismatched:
         raise ValueError("checkpoint shapes do not fit the model: " + report.summary())
     model.load_state_dict(new, strict=False)
-    if report.family in OFFICIAL_FAMILIES:
+    if report.family in OFFICIAL_FAMILIES and convention:
         report.official_convention = apply_official_convention(model, report.head_version)
     _log.info(report.summary())
     if log:

@@ -254,6 +254,18 @@ class Trainer:
         finally:
             dist_.shutdown(info)
 
+    def _with_init_kwargs(self, cfg: dict, log, stored: Optional[dict] = None) -> dict:
+        """The config with the model kwargs its init checkpoint implies (the convention it was
+        trained under, its trunk's regime), so that every file of the run records them."""
+        from .initialise import with_init_kwargs
+        cfg, added = with_init_kwargs(cfg, stored)
+        if added:
+            log.info("model.init_checkpoint %s was trained with %s: the model is built so, and the run's "
+                     "config records it", cfg["model"]["init_checkpoint"],
+                     ", ".join(f"model.kwargs.{k}={v}" for k, v in added.items()))
+            self.cfg = cfg
+        return cfg
+
     def _run(self, cfg, tr, info, log) -> dict:
         path_last = os.path.join(self.out, runfolder.CHECKPOINT)
         state = None
@@ -264,7 +276,9 @@ class Trainer:
             dist_.barrier(info)
             if os.path.isfile(path_last):
                 state = ckpt.load_run(path_last)
-                changed = check_resume(yaml_load(state["config_yaml"]), cfg, path_last)
+                stored = yaml_load(state["config_yaml"])
+                cfg = self._with_init_kwargs(cfg, log, stored)
+                changed = check_resume(stored, cfg, path_last)
                 log.info("resuming from %s (epoch %d done)", path_last, state["epoch"] + 1)
                 if "train.epochs" in changed:
                     log.warning("train.epochs changed from %s to %s: the learning-rate schedule stays the "
@@ -272,6 +286,8 @@ class Trainer:
                                 *changed["train.epochs"], changed["train.epochs"][0])
             else:
                 log.info("--resume: no checkpoint at %s, starting from scratch", path_last)
+        if state is None:
+            cfg = self._with_init_kwargs(cfg, log)
         if info.is_main:
             os.makedirs(self.out, exist_ok=True)
             with open(os.path.join(self.out, "config.yaml"), "w") as f:
@@ -301,7 +317,8 @@ class Trainer:
 
         # model, same initial weights on every rank
         ckpt.seed_everything(tr["seed"])
-        model = build_model(cfg)
+        # a checkpoint that fills the model follows (resumed or init): no pretrained-trunk file is read
+        model = build_model(cfg, weights_follow=state is not None or bool(cfg["model"].get("init_checkpoint")))
         cx = complexity(copy.deepcopy(model).cpu(), input_shape(cfg)) if info.is_main else {}
         if cfg["model"].get("init_checkpoint") and state is None:
             from .initialise import init_from_checkpoint  # the backbone must be filled, or an error
