@@ -25,7 +25,7 @@ import torch
 
 from dart.complexity import count_model, input_shape_of  # noqa: F401  (the counting lives in the library)
 from dart.engine.checkpoint import normal_mode
-from dart.engine.cli import check_writable, user_error
+from dart.engine.cli import check_writable, parse_kwargs, user_error
 
 FIELDS = ["model", "model_kwargs", "params_m", "trainable_params_m", "gmacs", "gmacs_paper", "macs_convention",
           "input_shape", "num_tokens", "img_size"]
@@ -39,25 +39,6 @@ def count(model_name: str, **model_kwargs) -> dict:
     model = timm.create_model(model_name, pretrained=False, **model_kwargs)
     out = count_model(model, input_shape_of(model))
     return {"model": model_name, "model_kwargs": json.dumps(model_kwargs, sort_keys=True), **out}
-
-
-def parse_kwargs(text: str) -> dict:
-    """JSON object, or comma-separated key=value pairs whose values are parsed as JSON when they can be."""
-    text = (text or "").strip()
-    if not text:
-        return {}
-    if text.startswith("{"):
-        return json.loads(text)
-    out = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise ValueError(f"model kwarg {part!r} is not key=value")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value.strip()
-    return out
 
 
 def write_csv_atomic(rows: list[dict], path: str, fields: list[str]) -> None:

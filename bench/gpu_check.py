@@ -1,6 +1,7 @@
 """The first GPU hour: every path no CPU run can exercise, checked in a few minutes on one GPU.
 
     python -m bench.gpu_check [--out results/gpu_check.csv] [--batch-sizes 1 8 32 64 128 256]
+                              [--official DIR --imagenet ROOT [--official-images 384]]
 
 Paths (one verdict each, printed and written to one CSV, rows `path, check, value, limit, verdict,
 detail`):
@@ -8,11 +9,20 @@ detail`):
 - `scan`: mamba-ssm's selective-scan kernel against the PyTorch scan on the CPU, on the same inputs,
   forward and backward (every input's gradient); also the PyTorch scan on the GPU.
 - `conv`: causal-conv1d's kernel against the PyTorch causal conv on the CPU, forward and backward.
+- `seams`: reference sampling (`sampling="reference"`, with its blend of the columns in the last
+  pixel before a band seam) on the GPU against the CPU: patches and image gradients, near-uniform
+  and random scores.
 - `autocast`: DART DeiT-S under bf16 autocast against fp32 (logits within a relative tolerance).
 - `compile`: `torch.compile` of DART DeiT-S against eager (fp32).
 - `nvml`, `cuda_events`, `headline`: `bench.throughput` on DART DeiT-S-392 vs DeiT-B (bf16,
   interleaved rounds, batch 1-256): NVML columns filled and plausible, latencies from CUDA events,
   and the throughput ratio per batch size (the paper: "nearly twice"; FLOP bound 1.74x).
+- `official` (with `--official DIR` and `--imagenet ROOT`, when both are there): one official DART
+  checkpoint from DIR (model-zoo names: darvit-sm.pth first) loaded by its timm tag and evaluated,
+  fp32, in one batch of a few hundred validation images spread over ROOT/val (every k-th in sorted
+  order) with the official transform; its top-1 must lie within 3 binomial standard deviations (+0.3)
+  of the published top-1. A quick check that the weights, key map and convention hold on a GPU;
+  the full number is the workflow's `evaluate_published` job.
 
 Verdicts: `pass`, `fail`, `skip` (e.g. mamba-ssm not installed: `pip install .[cuda]`). Without a
 CUDA device it says so, writes nothing and exits 0. Exit status 1 when a check fails.
@@ -100,6 +110,34 @@ def check_conv(device, tol=1e-4):
     return _compare("conv", "causal-conv1d vs CPU conv:", out, ref, tol, "fp32, B=2 D=64 L=256 K=4, silu")
 
 
+def seam_inputs(device, seed=2):
+    """A 448-px image batch and the partitions of a near-uniform (first patch of each band in the
+    previous band's last pixel) and a random score map, N = 196."""
+    import torch
+    from dart.tokenizer import geometry
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.cat([1 + 1e-4 * torch.rand(1, 14, 14, generator=g, dtype=torch.float64),
+                        0.1 + torch.rand(1, 14, 14, generator=g, dtype=torch.float64)])
+    row_b, patch_b, _ = geometry.partition(scores, 196)
+    images = torch.rand(2, 3, 448, 448, generator=g).to(device).requires_grad_(True)
+    return {"images": images, "bounds": (row_b.to(device), patch_b.to(device))}
+
+
+def reference_strip(images, bounds):
+    from dart.tokenizer import sampling
+    grid = sampling.sampling_grid(*bounds, 14, 16, convention="reference", img_size=(448, 448))
+    return sampling.sample_patches(images, grid, "reference")
+
+
+def check_seams(device, tol=1e-4):
+    def run(inputs):
+        bounds = inputs.pop("bounds")
+        return fwd_bwd(lambda images: reference_strip(images, bounds), inputs)
+    ref, out = run(seam_inputs("cpu")), run(seam_inputs(device))
+    return _compare("seams", "reference sampling on GPU vs CPU:", out, ref, tol,
+                    "fp32 patches of 2 images, N=196, seam columns blended")
+
+
 def _dart_model(device):
     import timm
     import torch
@@ -135,6 +173,46 @@ def check_compile(device, tol=1e-3):
     e = rel_err(out, ref)
     return [row("compile", "compiled vs eager logits (fp32)", f"{e:.2e}", f"<= {tol:g}", e <= tol,
                 f"first call (compilation) {took:.0f} s")]
+
+
+def _official_choice(folder: str):
+    """The first official checkpoint with a published top-1 found in `folder` (DeiT-S first)."""
+    from dart.models import official
+    order = sorted((p for p in official.OFFICIAL if p.published_top1 is not None),
+                   key=lambda p: (p.file != "darvit-sm.pth", p.file))
+    return next((p for p in order if os.path.isfile(os.path.join(folder, p.file))), None)
+
+
+def check_official(device, folder, root, images=384):
+    """Top-1 of one official checkpoint on `images` validation images vs its published top-1."""
+    import timm
+    import torch
+
+    from dart.data.imagefolder import ImageFolderDataset
+    from dart.data.transforms import classification_transforms
+    from dart.engine.config import load_config
+    p = _official_choice(folder) if folder and os.path.isdir(folder) else None
+    val = os.path.join(root, "val") if root else None
+    if p is None or not (val and os.path.isdir(val)):
+        missing = [] if p else [f"no official checkpoint with a published top-1 in {folder}"]
+        missing += [] if val and os.path.isdir(val) else [f"no validation folder {val}"]
+        return [row("official", "published checkpoint on validation images", "", "", None, "; ".join(missing))]
+    t0 = time.perf_counter()
+    model = timm.create_model(p.name, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=os.path.join(folder, p.file))).to(device).eval()
+    cfg = load_config("imagenet_official_eval", [f"data.root={root}", f"data.img_size={p.input_size}"])
+    ds = ImageFolderDataset(val, classification_transforms(cfg, train=False), strict=True)
+    step = max(1, len(ds) // images)
+    idx = list(range(0, len(ds), step))[:images]
+    x = torch.stack([ds.load(i)[0] for i in idx]).to(device)
+    y = torch.tensor([ds.samples[i][1] for i in idx], device=device)
+    with torch.no_grad():
+        top1 = 100.0 * (model(x).argmax(-1) == y).float().mean().item()
+    n, pub = len(idx), p.published_top1
+    limit = 3 * 100.0 * math.sqrt(pub / 100 * (1 - pub / 100) / n) + 0.3
+    return [row("official", f"{p.name} top-1 on {n} validation images (fp32)", f"{top1:.1f}",
+                f"{pub} +- {limit:.1f}", abs(top1 - pub) <= limit,
+                f"{p.file}: every {step}th image of {len(ds)}, one batch; {time.perf_counter() - t0:.0f} s")]
 
 
 def _num(x) -> float:
@@ -184,6 +262,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/gpu_check.csv", help="CSV path (written atomically)")
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 64, 128, 256])
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--official", default=None, metavar="DIR",
+                    help="folder of official DART checkpoints (model-zoo names); with --imagenet: the official step")
+    ap.add_argument("--imagenet", default=None, metavar="ROOT", help="ImageNet-1K root holding val/<wnid>/*")
+    ap.add_argument("--official-images", type=int, default=384, help="validation images of the official step")
     a = ap.parse_args(argv)
     import torch
     if not torch.cuda.is_available():
@@ -191,12 +273,17 @@ def main(argv=None) -> int:
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for fn in (check_scan, check_conv, check_autocast, check_compile):
+        for fn in (check_scan, check_conv, check_seams, check_autocast, check_compile):
             try:
                 rows += fn(a.device)
             except Exception as e:  # one broken path must not hide the others
                 rows.append(row(fn.__name__.removeprefix("check_"), "ran", "", "", False, f"{type(e).__name__}: {e}"))
         rows += check_sweep(a.device, a.batch_sizes, tmp)
+    if a.official or a.imagenet:
+        try:
+            rows += check_official(a.device, a.official, a.imagenet, a.official_images)
+        except Exception as e:  # a broken checkpoint or folder must not hide the other checks
+            rows.append(row("official", "ran", "", "", False, f"{type(e).__name__}: {e}"))
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     tmp_out = a.out + ".tmp"
     with open(tmp_out, "w", newline="") as f:

@@ -7,8 +7,12 @@ Two sources, never mixed up:
   draw. A metric NVML does not support on the device stays NaN; it is never reported as zero.
 * `RssMonitor`: the process's resident set size. The peak is the kernel's high-water mark
   (`VmHWM`), reset through `/proc/self/clear_refs` at the start of a measurement where Linux allows
-  it ("vmhwm"); otherwise the peak of RSS sampled by a background thread ("sampled", which can miss
-  short spikes). `ru_maxrss` (the peak over the process's whole life) is reported beside it.
+  it ("vmhwm"; no thread runs: the kernel keeps the peak, and a thread waking every 20 ms would
+  slow the timed loop on a small CPU); otherwise the peak of RSS sampled by a background thread
+  ("sampled", which can miss short spikes). `ru_maxrss` (the peak over the process's whole life)
+  is reported beside it. `sampling` says which thread, if any, ran.
+
+`python -m bench.memory` says which of these this machine offers.
 
 `open_nvml()` is the single place that decides whether NVML is used: without an NVIDIA driver
 `pynvml.nvmlInit()` raises `pynvml.NVMLError` (`NVMLError_LibraryNotFound`), and the caller gets
@@ -296,8 +300,9 @@ class RssMonitor(_Poller):
     """Peak resident memory of this process over one or more start()/stop() blocks.
 
     Each start() returns the allocator's free heap to the OS (glibc malloc_trim: otherwise memory
-    freed by an earlier run is reused without raising RSS) and resets VmHWM where Linux allows it; each stop() takes the block's peak from VmHWM
-    ("vmhwm"), else from the RSS the thread sampled ("sampled"). The base is the RSS at the first
+    freed by an earlier run is reused without raising RSS) and resets VmHWM where Linux allows it;
+    each stop() takes the block's peak from VmHWM ("vmhwm"). Only where the reset fails does a
+    thread sample RSS every `interval` seconds ("sampled"). The base is the RSS at the first
     start(); the summary reports the largest block peak and its excess over that base.
     """
 
@@ -318,7 +323,15 @@ class RssMonitor(_Poller):
         if self.base is None:
             self.base = rss
         self._block_max = rss
+        if self.method == "vmhwm":  # the kernel keeps the peak: no thread to wake during the block
+            self._stop.clear()
+            return self
         return super().start()
+
+    @property
+    def sampling(self) -> str:
+        """The thread the last block ran beside: 'none' (VmHWM) or 'rss every <interval> s'."""
+        return "none" if self.method == "vmhwm" else f"rss every {self.interval:g} s"
 
     def stop(self) -> None:
         super().stop()
@@ -365,6 +378,36 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def describe(cuda_index: int = 0) -> list[str]:
+    """What this machine offers the benchmarks, one line per source."""
+    nvml, why = open_nvml(cuda_index)
+    if nvml is not None:
+        nvml.close()
+    hwm = reset_peak_rss()
+    return [
+        f"NVML: {'yes' if nvml is not None else 'no'}: {why}",
+        "process peak RSS: " + ("VmHWM, reset per block (no sampling thread)" if hwm else
+                                "sampled by a thread (VmHWM cannot be reset here)"),
+        f"free heap returned before each block (malloc_trim): {'yes' if release_free_heap() else 'no'}",
+        f"process RSS now: {current_rss() / MIB:.0f} MiB; CPU: {cpu_name()}",
+    ]
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cuda-index", type=int, default=0, help="the CUDA device to match in NVML")
+    a = p.parse_args(argv)
+    for line in describe(a.cuda_index):
+        print(line)
+    return 0
+
+
 __all__ = ["NvmlDevice", "NvmlSampler", "RssMonitor", "open_nvml", "reset_peak_rss", "current_rss",
            "ru_maxrss_bytes", "process_threads", "release_free_heap", "cpu_name", "NVML_COLUMNS", "RSS_COLUMNS",
            "empty_nvml_summary", "empty_rss_summary"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,6 +27,36 @@ def _setup():
     return plt, sns
 
 
+# the columns each plot reads: a CSV without them is not the benchmark's
+THROUGHPUT_COLUMNS = ("model", "mode", "batch_size", "status", "images_per_s")
+SPLIT_COLUMNS = ("tokenizer", "model", "num_tokens", "batch_size", "stage", "status", "time_ms_median")
+
+
+def read_bench_csv(csv_path: str, columns: tuple, what: str):
+    """The CSV as a DataFrame; a ValueError naming the file when it is not a CSV of `what`."""
+    import pandas as pd
+    try:
+        df = pd.read_csv(csv_path)
+    except (ValueError, OSError) as e:  # pandas' ParserError, EmptyDataError: ValueErrors
+        raise ValueError(f"{csv_path} is not a {what} CSV: {type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{csv_path} is not a {what} CSV: no column {', '.join(missing)}")
+    return df
+
+
+def _save(fig, path: str) -> None:
+    """savefig to a temporary file beside `path`, then rename: never a half-written PNG."""
+    tmp = path + ".tmp.png"
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _png_path(csv_path: str, out: Optional[str]) -> str:
     return out or os.path.splitext(csv_path)[0] + ".png"
 
@@ -41,9 +71,8 @@ def memory_column(df) -> tuple[Optional[str], str]:
 
 def plot_throughput(csv_path: str, out: Optional[str] = None) -> str:
     """images/s and peak memory against batch size, one line per model (and mode); returns the PNG."""
-    import pandas as pd
+    df = read_bench_csv(csv_path, THROUGHPUT_COLUMNS, "bench.throughput")
     plt, sns = _setup()
-    df = pd.read_csv(csv_path)
     ok = df[df["status"] == "ok"].copy()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     style = "mode" if ok["mode"].nunique() > 1 else None
@@ -77,7 +106,7 @@ def plot_throughput(csv_path: str, out: Optional[str] = None) -> str:
     else:
         fig.tight_layout()
     path = _png_path(csv_path, out)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -93,9 +122,8 @@ def _batch_ticks(axes, batches) -> None:
 
 def plot_tokenizer_split(csv_path: str, out: Optional[str] = None) -> str:
     """Stacked bars: DART's stages (ms per batch) per (batch size, tokens), grid patch embed beside."""
-    import pandas as pd
+    df = read_bench_csv(csv_path, SPLIT_COLUMNS, "bench.tokenizer_split")
     plt, sns = _setup()
-    df = pd.read_csv(csv_path)
     df = df[df["status"] == "ok"]
     stages = ["scorer", "geometry", "sampling", "projection"]
     batches = sorted(df["batch_size"].unique())
@@ -132,7 +160,7 @@ def plot_tokenizer_split(csv_path: str, out: Optional[str] = None) -> str:
         axes[0][-1].legend(handles, names, fontsize=7, loc="upper left")
     fig.tight_layout()
     path = _png_path(csv_path, out)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -144,10 +172,14 @@ def main(argv=None) -> int:
     p.add_argument("--split", action="store_true", help="the CSV is from bench.tokenizer_split")
     p.add_argument("--out", default=None, help="PNG path (default: beside the CSV)")
     a = p.parse_args(argv)
+    from dart.engine.cli import check_writable, user_error
     if not os.path.isfile(a.csv):
-        from dart.engine.cli import user_error
         return user_error("bench.plots", f"CSV {a.csv} does not exist")
-    path = (plot_tokenizer_split if a.split else plot_throughput)(a.csv, a.out)
+    try:
+        check_writable(_png_path(a.csv, a.out), "the PNG")
+        path = (plot_tokenizer_split if a.split else plot_throughput)(a.csv, a.out)
+    except ValueError as e:
+        return user_error("bench.plots", e)
     print(path)
     return 0
 

@@ -4,8 +4,8 @@
   from its description (docs: the paper's method and `dart.tokenizer` docstrings), not its code:
   quantiles by a dense (B, L, K) comparison mask, dense overlap matrices for the position table, and
   two bilinear passes, the first a Python loop over the row bands (each band resized to P rows and
-  laid into a strip), the second along the strip. Same numbers as the reference convention (it also
-  reproduces the seam patches that a one-pass sampler cannot), so it times the same work.
+  laid into a strip), the second along the strip. Same numbers as the reference convention, seam
+  patches included (both blend a band's last pixel into the next band), so it times the same work.
 - `load_revision(rev)`: `dart/tokenizer/{geometry,sampling}.py` as of a git revision, imported as a
   throwaway package, so a before/after comparison runs interleaved in one process.
 """

@@ -12,7 +12,6 @@ interrupted sweep keeps what it measured. The columns (`FIELDS`) are listed belo
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import copy
 import csv
@@ -33,7 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dart.engine.checkpoint import normal_mode
-from dart.engine.cli import check_writable, nonnegative_int, positive_int, user_error
+from dart.engine.cli import (check_writable, kwargs_arg, nonnegative_int, parse_kwargs, positive_float,
+                             positive_int, user_error)
 
 from . import memory as mem
 
@@ -54,6 +54,8 @@ FIELDS = [
     *mem.NVML_COLUMNS,
     # memory of the process (CPU runs; the fallback without NVML)
     *mem.RSS_COLUMNS,
+    # the thread that sampled memory beside the timed loop: none | nvml/rss every <interval> s
+    "memory_sampling",
     # context
     "device_type", "device", "driver", "nvml", "torch_version", "cuda_version", "timm_version",
     "dtype", "amp", "channels_last", "compile", "torch_threads", "tokens", "img_size", "params_m",
@@ -68,16 +70,6 @@ KEY = ("model", "batch_size", "mode", "dtype", "channels_last", "compile")
 
 # ------------------------------------------------------------------------------------ model specs
 
-def _parse_value(text: str):
-    """A command-line value: JSON, else a Python literal (True, None, 'a'), else the string."""
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            return parse(text)
-        except (ValueError, SyntaxError):
-            continue
-    return text
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     label: str  # as given on the command line; the CSV's `model` column
@@ -90,41 +82,57 @@ class ModelSpec:
 
 
 def parse_model_spec(text: str, common: Optional[dict] = None) -> ModelSpec:
-    """'name' or 'name:key=val,key=val' (values as JSON/Python literals); `common` kwargs apply
-    first and the spec's own override them. Example: 'deit_tiny_patch16_224:img_size=64,depth=2'."""
+    """'name' or 'name:key=val,key=val' (values as JSON/Python literals, read by
+    `dart.engine.cli.parse_kwargs`); `common` kwargs apply first and the spec's own override them.
+    Example: 'deit_tiny_patch16_224:img_size=64,depth=2'."""
     arch, _, rest = text.partition(":")
-    kwargs = dict(common or {})
-    if rest:
-        for item in _split_items(rest):
-            if "=" not in item:
-                raise ValueError(f"model spec {text!r}: expected key=value, got {item!r}")
-            k, v = item.split("=", 1)
-            kwargs[k.strip()] = _parse_value(v.strip())
-    if not arch:
+    if not arch.strip():
         raise ValueError(f"model spec {text!r} has no model name")
-    return ModelSpec(text, arch.strip(), kwargs)
+    try:
+        own = parse_kwargs(rest)
+    except ValueError as e:
+        raise ValueError(f"model spec {text!r}: {e}") from None
+    return ModelSpec(text, arch.strip(), {**(common or {}), **own})
 
 
-def _split_items(text: str) -> list[str]:
-    """Split on commas outside brackets/quotes, so that 'img_size=[64,64],depth=1' works."""
-    items, depth, quote, cur = [], 0, None, []
-    for ch in text:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            items.append("".join(cur))
-            cur = []
+def model_problems(specs: Sequence[ModelSpec], need_dart: bool = False) -> list[tuple[ModelSpec, str]]:
+    """The user errors among `specs`, found before anything is timed: (spec, what is wrong) for a
+    name timm does not know (with the closest registered names), a keyword the model does not take
+    or a value its constructor refuses (TypeError / ValueError; built on the meta device, which
+    costs no memory, and confirmed on the CPU before it is reported), and with `need_dart` a model
+    whose patch_embed is not DART. Any other failure is left to the run, where it becomes a row."""
+    import difflib
+    import timm
+    from dart import DART
+    names = None
+    out = []
+    for s in specs:
+        if not timm.is_model(s.arch):
+            names = names if names is not None else timm.list_models()
+            close = difflib.get_close_matches(s.arch, names, n=3, cutoff=0.75)
+            out.append((s, "unknown model name" + (f" (did you mean {', '.join(close)}?)" if close
+                                                    else ": not a timm or DART model")))
             continue
-        cur.append(ch)
-    if cur:
-        items.append("".join(cur))
-    return [i for i in (s.strip() for s in items) if i]
+        try:
+            with torch.device("meta"):
+                model = create_model(s)
+        except (TypeError, ValueError):
+            try:
+                model = create_model(s)  # a meta tensor can fail where a real one would not
+            except (TypeError, ValueError) as e:
+                if need_dart and "num_tokens" in str(e):
+                    out.append((s, "not a DART model (it takes no num_tokens)"))
+                else:
+                    out.append((s, str(e)))
+                continue
+            except Exception:  # noqa: BLE001 - not a user error: the run records it
+                continue
+        except Exception:  # noqa: BLE001
+            continue
+        if need_dart and not isinstance(getattr(model, "patch_embed", None), DART):
+            out.append((s, f"not a DART model (its patch_embed is "
+                           f"{type(getattr(model, 'patch_embed', None)).__name__})"))
+    return out
 
 
 def create_model(spec: ModelSpec) -> nn.Module:
@@ -426,7 +434,18 @@ class Measurement:
                 r.update(self.nvml.summary())
             if self.rss is not None:
                 r.update(self.rss.summary())
+            r["memory_sampling"] = self.sampling()
         return r
+
+    def sampling(self) -> str:
+        """Which memory thread woke beside the timed loop: NVML's where it runs (the device's memory
+        has no high-water mark to read), RSS's only where VmHWM cannot be reset, else none."""
+        threads = []
+        if self.nvml is not None:
+            threads.append(f"nvml every {self.nvml.interval:g} s")
+        if self.rss is not None and self.rss.sampling != "none":
+            threads.append(self.rss.sampling)
+        return "; ".join(threads) or "none"
 
 
 class Runner:
@@ -803,28 +822,36 @@ def build_parser() -> argparse.ArgumentParser:
 Models: timm names (DART models are registered by `import dart`), optionally with keyword
 arguments: NAME:key=val,key=val (values parsed as JSON / Python literals), e.g.
   deit_tiny_patch16_224:img_size=64,depth=2   dart_deit_small_patch16_224:num_tokens=144
---model-kwargs '{"img_size": 64}' applies to every model; a spec's own key=val wins.
-The CSV's `model` column is the spec as written. Input size: the model's tokenizer / timm cfg
-(DART "224" models take 448 px).
+--model-kwargs '{"img_size": 64}' (or img_size=64) applies to every model; a spec's own key=val
+wins. The CSV's `model` column is the spec as written. Input size: the model's tokenizer / timm cfg
+(DART "224" models take 448 px). A model name timm does not know, a keyword a model does not take
+or a value its constructor refuses is a user error found before anything is timed (exit 2, one
+line naming the model, with the closest names to a misspelt one); a model that fails while it
+runs (e.g. out of memory) is a row with its error and the sweep goes on.
 
 Memory: on CUDA, torch's peak allocation (torch_peak_*) and NVML's device-wide memory in use,
 utilisation and power (nvml_*, sampled by a thread during the timed loop). Without an NVIDIA
 driver NVML cannot start: this is logged once and the nvml_* columns stay empty. On CPU: the
 process's peak resident memory (rss_*: VmHWM after a reset at the start of each run where Linux
-allows it, else the peak of sampled RSS; rss_peak_delta_mib is the excess over the RSS at the start
-of the run, i.e. input + activations (+ gradients when training), after glibc's free heap was
-returned to the OS so that reused pages are counted; memory the allocator still caches can make
-it an underestimate; ru_maxrss_mib is the lifetime peak). Empty cells mean "not measured", never zero.
+allows it, with no thread running beside the timed loop; else the peak of RSS sampled by a thread;
+rss_peak_delta_mib is the excess over the RSS at the start of the run, i.e. input + activations
+(+ gradients when training), after glibc's free heap was returned to the OS so that reused pages
+are counted; memory the allocator still caches can make it an underestimate; ru_maxrss_mib is the
+lifetime peak). memory_sampling says which thread woke beside the timed loop ("none", "nvml every
+0.02 s", "rss every 0.02 s"): a thread costs a few percent of images/s on a small CPU.
+`python -m bench.memory` says what this machine offers. Empty cells mean "not measured", never zero.
 
 status: ok | oom (the framework's out-of-memory error; larger batch sizes of that model are then
-skipped) | error (message in `error`). Rows are written atomically as they come.
+skipped) | error (message in `error`). Rows are written atomically as they come. Exit status: 0
+when a measurement ran ok, 1 when every one ended in error, 2 a user error (nothing timed).
 
 Columns: model arch model_kwargs batch_size mode status error | images_per_s (batch x timed
 iterations / timed wall time) images_per_s_round_min/max latency_ms_{median,p10,p90,min,std}
 (per batch) latency_source iters timed_s rounds warmup_iters interleaved | torch_peak_alloc_mib
 torch_peak_alloc_delta_mib torch_peak_reserved_mib | nvml_used_base_mib nvml_used_peak_mib
 nvml_gpu_util_{mean,max}_pct nvml_power_{mean,max}_w nvml_samples | rss_base_mib rss_peak_mib
-rss_peak_delta_mib rss_peak_method ru_maxrss_mib process_threads | device_type device driver nvml
+rss_peak_delta_mib rss_peak_method ru_maxrss_mib process_threads | memory_sampling | device_type
+device driver nvml
 torch_version cuda_version timm_version dtype amp channels_last compile torch_threads tokens
 img_size params_m gmacs (per image, bench.complexity) timestamp. With --interleave all models stay loaded, so absolute peaks
 (torch_peak_alloc_mib, rss_peak_mib) include the other models; the *_delta_* columns do not.
@@ -836,8 +863,8 @@ Example (the paper's headline, interleaved):
 """)
     p.add_argument("--models", nargs="+", required=True, metavar="SPEC",
                    help="timm model names, optionally NAME:key=val,... (see below)")
-    p.add_argument("--model-kwargs", type=json.loads, default={}, metavar="JSON",
-                   help="keyword arguments (a JSON object) for every model")
+    p.add_argument("--model-kwargs", type=kwargs_arg, default={}, metavar="KWARGS",
+                   help="keyword arguments for every model: a JSON object or key=val,key=val")
     p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32, 128], metavar="B")
     p.add_argument("--mode", choices=("infer", "train"), default="infer",
                    help="infer: forward under inference_mode; train: forward, cross-entropy, "
@@ -863,8 +890,9 @@ Example (the paper's headline, interleaved):
                         "GMACs of A), and write them to <out>.ratios.csv (repeatable; model specs as given)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-nvml", action="store_true", help="do not use NVML even on CUDA")
-    p.add_argument("--sample-interval", type=float, default=0.02,
-                   help="seconds between NVML / RSS samples (default 0.02)")
+    p.add_argument("--sample-interval", type=positive_float, default=0.02,
+                   help="seconds between the samples of the NVML thread, and of the RSS thread where "
+                        "VmHWM cannot be reset (default 0.02)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="CSV path (rewritten atomically after every row)")
     p.add_argument("--skip-existing", action="store_true",
@@ -878,12 +906,13 @@ Example (the paper's headline, interleaved):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "bench.throughput"
-    if not isinstance(args.model_kwargs, dict):
-        return user_error(prog, "--model-kwargs must be a JSON object")
     try:
         specs = [parse_model_spec(s, args.model_kwargs) for s in args.models]
     except ValueError as e:
         return user_error(prog, f"--models: {e}")
+    problems = model_problems(specs)
+    if problems:  # before any model is timed; a model that fails at run time (OOM) is a row instead
+        return user_error(prog, "--models: " + "; ".join(f"{s.label}: {why}" for s, why in problems))
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         return user_error(prog, f"a model is given twice: {labels}")

@@ -9,6 +9,7 @@ Stages (each timed alone on inputs precomputed once, as `DART.forward` runs them
   scorer      DART.score(x): resize to the scorer's input, scorer network, score activation
   geometry    geometry.partition(scores.double(), N, rows) + sampling.sampling_grid(...)
   sampling    sampling.sample_patches(x, grid): one batched grid_sample into a strip of patches
+              (with sampling="reference", also the blend in the last pixel before each band's end)
   geometry+sampling  the two above in one call (what the baselines are compared on)
   projection  DART.project(strip): the stride-P conv over the strip (+ the tokenizer's norm)
   total       DART(x) end to end (the stages plus glue)
@@ -24,7 +25,6 @@ import argparse
 import contextlib
 import datetime as _dt
 import gc
-import json
 import math
 import sys
 from typing import Callable, Optional, Sequence
@@ -32,9 +32,9 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .throughput import (ModelSpec, create_model, input_size_of, is_oom, latency_stats,
+from .throughput import (ModelSpec, create_model, input_size_of, is_oom, latency_stats, model_problems,
                          parse_model_spec, resolve_device, synchronize, timed_loop, write_rows_atomic)
-from dart.engine.cli import check_writable, nonnegative_int, positive_int, user_error
+from dart.engine.cli import check_writable, kwargs_arg, nonnegative_int, positive_int, user_error
 
 from . import memory as mem
 
@@ -87,7 +87,7 @@ def dart_stage_fns(tok: nn.Module, x: torch.Tensor, amp_dtype: Optional[torch.dt
 def baseline_stage_fns(baseline: str, tok: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
     """Geometry and sampling of a baseline (see `bench.reference_tokenizer`) on the same scores and
     image as `dart_stage_fns`: 'two-pass' (the reference's structure) or 'rev:REV' (our tokenizer at
-    a git revision)."""
+    a git revision, in the tokenizer's sampling convention)."""
     from . import reference_tokenizer as ref
     with torch.inference_mode():
         scores = tok.score(x).double()
@@ -101,11 +101,17 @@ def baseline_stage_fns(baseline: str, tok: nn.Module, x: torch.Tensor) -> dict[s
     elif baseline.startswith("rev:"):
         geometry, sampling = ref.load_revision(baseline[4:])
 
+        # the default convention through the plain call, which every revision has
+        conv = {} if tok.sampling == "centred" else {"convention": tok.sampling,
+                                                     "img_size": tok.img_size}
+
         def geom():
             rb, pb, _ = geometry.partition(scores, n, rows)
-            return sampling.sampling_grid(rb, pb, g, P)
+            return sampling.sampling_grid(rb, pb, g, P, **conv)
 
         def sample(grid):
+            if conv:
+                return sampling.sample_patches(x, grid, tok.sampling)
             return sampling.sample_patches(x, grid)
     else:
         raise ValueError(f"unknown baseline {baseline!r}: use 'two-pass' or 'rev:GIT_REVISION'")
@@ -195,11 +201,7 @@ def _run(dart_spec, tokens, grid_specs, batch_sizes, out, device, amp, warmup, m
     rows: list[dict] = []
 
     # the tokenizers: DART at each token budget, then the grid models' patch embeddings
-    jobs = []
-    for n in tokens:
-        spec = ModelSpec(f"{dart_spec.label}@{n}", dart_spec.arch, {**dart_spec.kwargs, "num_tokens": int(n)})
-        jobs.append(("dart", spec))
-    jobs += [("grid", s) for s in grid_specs]
+    jobs = [("dart", s) for s in dart_specs(dart_spec, tokens)] + [("grid", s) for s in grid_specs]
 
     toks = []  # (kind, spec, tokenizer module, (c, h, w), tokens)
     for kind, spec in jobs:
@@ -216,9 +218,10 @@ def _run(dart_spec, tokens, grid_specs, batch_sizes, out, device, amp, warmup, m
                 toks.append((f"baseline:{name}", ModelSpec(f"{spec.label} {name}", spec.arch, spec.kwargs),
                              tok, chw, int(tok.num_tokens)))
             gc.collect()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - e.g. out of memory; user errors were found before
             rows.append(_row(ctx, kind, spec, NAN, "", NAN, "total" if kind == "dart" else "patch_embed",
                              "oom" if is_oom(e) else "error", f"{type(e).__name__}: {e}"))
+            say(f"[split] {spec.label}: {rows[-1]['status']} while building ({rows[-1]['error'][:160]})")
     if out and rows:
         write_rows_atomic(out, rows, FIELDS)
 
@@ -275,6 +278,29 @@ def _run(dart_spec, tokens, grid_specs, batch_sizes, out, device, amp, warmup, m
     return rows
 
 
+def dart_specs(dart_spec: ModelSpec, tokens: Sequence[int]) -> list[ModelSpec]:
+    """The DART model at each token budget, labelled MODEL@N."""
+    return [ModelSpec(f"{dart_spec.label}@{n}", dart_spec.arch, {**dart_spec.kwargs, "num_tokens": int(n)})
+            for n in tokens]
+
+
+def user_errors(dart_spec: ModelSpec, tokens: Sequence[int], grid_specs: Sequence[ModelSpec],
+                baselines: Sequence[str] = ()) -> list[str]:
+    """What makes the command line wrong, found before anything is timed: a --model that is not a
+    DART model or cannot hold a --tokens budget, a grid model timm does not know or whose keywords
+    it refuses (`bench.throughput.model_problems`), a baseline neither 'two-pass' nor 'rev:REV'."""
+    out = []
+    for s, why in model_problems(dart_specs(dart_spec, tokens), need_dart=True):
+        at = "" if why.startswith(("unknown", "not a DART")) else f" at --tokens {s.kwargs['num_tokens']}"
+        line = f"--model {dart_spec.label}{at}: {why}"
+        if line not in out:  # a wrong name: one line, not one per budget
+            out.append(line)
+    out += [f"--grid-models {s.label}: {why}" for s, why in model_problems(grid_specs)]
+    out += [f"--baselines {b!r}: use 'two-pass' or 'rev:GIT_REVISION'" for b in baselines
+            if b != "two-pass" and not (b.startswith("rev:") and len(b) > 4)]
+    return out
+
+
 def _row(ctx: dict, kind: str, spec: ModelSpec, n_tok, img, batch, stage, status, error) -> dict:
     r = dict.fromkeys(FIELDS, NAN)
     r.update(ctx)
@@ -307,8 +333,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--tokens", nargs="+", type=positive_int, default=[196, 392], help="token budgets N")
     p.add_argument("--grid-models", nargs="*", default=["deit_small_patch16_224"],
                    help="grid models whose timm PatchEmbed is timed (each on its own input size)")
-    p.add_argument("--model-kwargs", type=json.loads, default={},
-                   help="JSON keyword arguments for every model (e.g. '{\"img_size\": 64}')")
+    p.add_argument("--model-kwargs", type=kwargs_arg, default={},
+                   help="keyword arguments for every model: JSON or key=val,key=val (e.g. img_size=64)")
     p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32])
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
@@ -326,11 +352,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no-plot", action="store_true")
     a = p.parse_args(argv)
     prog = "bench.tokenizer_split"
-    if not isinstance(a.model_kwargs, dict):
-        return user_error(prog, "--model-kwargs must be a JSON object")
     try:
         spec = parse_model_spec(a.model, a.model_kwargs)
         grids = [parse_model_spec(s, a.model_kwargs) for s in a.grid_models]
+        problems = user_errors(spec, a.tokens, grids, a.baselines)
+        if problems:
+            raise ValueError("; ".join(problems))
         check_writable(a.out)  # before measuring
     except ValueError as e:
         return user_error(prog, e)
@@ -344,7 +371,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"[split] plot: {plot_tokenizer_split(a.out)}", file=sys.stderr)
         except Exception as e:  # noqa: BLE001
             print(f"[split] plot failed: {type(e).__name__}: {e}", file=sys.stderr)
-    return 0 if any(r["status"] == "ok" for r in rows) else 1
+    if any(r["status"] == "ok" for r in rows):
+        return 0
+    errors = list(dict.fromkeys(f"{r['model']}: {r['error']}" for r in rows))
+    print(f"{prog}: nothing was timed ok ({len(rows)} rows in {a.out}): " + "; ".join(errors)[:400],
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

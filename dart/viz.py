@@ -7,7 +7,12 @@
 or from the shell: `python -m dart.viz --run runs/toy_detail_dart --out p.png` (a run folder: model,
 kwargs, normalisation and checkpoint from it; classification or segmentation; `--image` for a file,
 else a validation image) or `python -m dart.viz --model dart_deit_tiny_patch16_224 --image cat.jpg
---out p.png`. Non-square images keep their aspect (padded, not squashed).
+--out p.png` (`--model-kwargs` as JSON or key=val,key=val; `--checkpoint` a run checkpoint or an
+official darvit-*.pth, loaded through `dart.engine.keymap`). Non-square images keep their aspect
+(padded, not squashed). Bad input is one line `dart.viz: <message>` and exit status 2.
+
+`import dart` does not import this module (`dart.viz` is loaded on first use), so that
+`python -m dart.viz` runs it once, without runpy's "found in sys.modules" warning.
 """
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ def draw_partition(image: Tensor | np.ndarray, partition: Partition, path: Optio
 
     arr = image if isinstance(image, np.ndarray) else to_uint8_image(
         image, *((IMAGENET_MEAN, IMAGENET_STD) if normalized else (None, None)))
+    _check_fits(arr, partition, index)
     if ax is None:
         ncols = 2 if show_scores else 1
         fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 4.2), squeeze=False)
@@ -83,6 +89,18 @@ def draw_partition(image: Tensor | np.ndarray, partition: Partition, path: Optio
     return fig
 
 
+def _check_fits(arr: np.ndarray, partition: Partition, index: int) -> None:
+    """The rectangles are in the pixels of the image the tokenizer saw: any other size would draw
+    them in the wrong places."""
+    ph, pw = (int(v) for v in partition.img_size)
+    if tuple(arr.shape[:2]) != (ph, pw):
+        raise ValueError(f"the partition is of a {ph}x{pw} image but the image to draw on is "
+                         f"{arr.shape[0]}x{arr.shape[1]}: draw it over the image the tokenizer saw")
+    n = partition.rects.shape[0]
+    if not -n <= index < n:
+        raise ValueError(f"index {index} is not in the partition's batch of {n}")
+
+
 def _load_image(path: str, size: int, mean: Sequence[float] = IMAGENET_MEAN,
                 std: Sequence[float] = IMAGENET_STD) -> Tensor:
     """The image at `size` x `size`, normalised with mean/std. A non-square image keeps its aspect:
@@ -114,20 +132,64 @@ def find_tokenizer(model: torch.nn.Module):
     raise ValueError(f"{type(model).__name__} has no DART tokenizer: nothing to draw")
 
 
+def _run_origin(cfg: dict, run_dir: str) -> Optional[str]:
+    """The directory dart.train ran in, where the run folder's path ends with the config's relative
+    `output_dir` (runs/x of /home/me/proj/runs/x -> /home/me/proj); None when it cannot be told."""
+    from pathlib import Path
+    out = cfg.get("output_dir")
+    if not out or os.path.isabs(out):
+        return None
+    run_parts, out_parts = Path(os.path.abspath(run_dir)).parts, Path(os.path.normpath(out)).parts
+    if ".." in out_parts or len(run_parts) <= len(out_parts) or run_parts[-len(out_parts):] != out_parts:
+        return None
+    return str(Path(*run_parts[:-len(out_parts)]))
+
+
+def resolve_data_root(cfg: dict, run_dir: str) -> None:
+    """Make a run config's relative data root (data.root, or the toy default data/toy/...) name the
+    folder training read: dart.train read it relative to the directory it ran in, which need not be
+    this one. Tried from here, then from that directory (`_run_origin`); neither: FileNotFoundError."""
+    from .data import toy_root
+    d = cfg["data"]
+    root = toy_root(cfg) if d["kind"] == "toy" else d["root"]
+    if not root or os.path.isabs(root) or os.path.exists(root):
+        return
+    origin = _run_origin(cfg, run_dir)
+    if origin is not None and os.path.exists(os.path.join(origin, root)):
+        d["root"] = os.path.join(origin, root)
+        return
+    where = f"nor from {origin}, where the run was made" if origin else \
+        "and the run folder does not tell where it was made (its output_dir is not a relative tail of it)"
+    raise FileNotFoundError(f"the data of run {run_dir} (config key 'data.root': {root!r}, relative to the "
+                            f"directory dart.train ran in) is not found from {os.getcwd()} {where}; "
+                            f"run from that directory or pass --image")
+
+
 def partition_from_run(run_dir: str, image: Optional[str] = None, index: int = 0):
     """(normalised image (3, S, S), partition, mean, std) of a run folder's trained model, for an
     image file or the run's validation image `index` (toy data), normalised as the run's data were."""
     from .engine.run import load_run
-    cfg, model = load_run(run_dir)
+    try:
+        cfg, model = load_run(run_dir)
+    except RuntimeError as e:  # load_state_dict: the checkpoint's weights do not fit the config's model
+        raise ValueError(f"run folder {run_dir}: the checkpoint does not fit its config's model: "
+                         f"{str(e).splitlines()[0]}") from e
     mean, std = cfg["data"]["mean"], cfg["data"]["std"]
     tok = find_tokenizer(model)
     size = tok.img_size[0]
     if image is not None:
         x = _load_image(image, size, mean, std)
     else:
-        from .data import build_datasets
+        from .data import Skipped, build_datasets
+        resolve_data_root(cfg, run_dir)
         _, val, _ = build_datasets(cfg, prepare=False, progress=False)
-        x = val[index][0]
+        if not 0 <= index < len(val):
+            raise ValueError(f"--index {index}: the run's validation split has {len(val)} images "
+                             f"(0 to {len(val) - 1})")
+        sample = val[index]
+        if isinstance(sample, Skipped):
+            raise ValueError(f"validation image {index} ({sample.path}) cannot be read: {sample.reason}")
+        x = sample[0]
         if x.dim() != 3:
             raise ValueError("--run without --image draws image runs' validation images only; pass --image")
     with torch.no_grad():
@@ -135,39 +197,71 @@ def partition_from_run(run_dir: str, image: Optional[str] = None, index: int = 0
     return x, part, mean, std
 
 
-def main(argv=None) -> int:
-    import json
+def model_partition(name: str, kwargs: dict, checkpoint: Optional[str], image: str,
+                    log=None) -> tuple[Tensor, Partition]:
+    """(normalised image (3, S, S), partition) of a registered model, with a checkpoint of ours or an
+    official one loaded through the key map; one that leaves a model key unloaded is refused
+    (a classifier head of another size aside: the partition does not use it)."""
     import timm
-    from . import models  # noqa: F401
+    from . import models  # noqa: F401  (registers the DART models with timm)
+    if not timm.is_model(name):
+        raise ValueError(f"--model {name!r} is not a registered timm or DART model")
+    try:
+        model = timm.create_model(name, **kwargs).eval()
+    except TypeError as e:  # a keyword the model does not take
+        raise ValueError(f"--model {name} with --model-kwargs {kwargs}: {e}") from e
+    tok = find_tokenizer(model)
+    if checkpoint:
+        from .engine.keymap import evaluation_blockers, load_into
+        report = load_into(model, checkpoint)
+        blockers, _ = evaluation_blockers(report)
+        if blockers:
+            raise ValueError(f"checkpoint {checkpoint} does not fill --model {name}, so the partition "
+                             f"would not be the checkpoint's: {report.summary()}")
+        if log:
+            log(f"checkpoint {checkpoint}: {report.summary()}")
+    x = _load_image(image, tok.img_size[0])
+    with torch.no_grad():
+        _, part = tok(x[None], return_partition=True)
+    return x, part
 
+
+def main(argv=None) -> int:
+    import sys
+    from .engine.cli import check_writable, kwargs_arg, nonnegative_int, user_error
+    prog = "dart.viz"
     p = argparse.ArgumentParser(prog="python -m dart.viz",
                                 description="Save a PNG of a DART model's partition of an image.")
     p.add_argument("--run", help="run folder of dart.train (config.yaml + checkpoint_last.pt): model, "
                    "kwargs and normalisation come from it")
-    p.add_argument("--index", type=int, default=0, help="with --run and no --image: validation image index")
+    p.add_argument("--index", type=nonnegative_int, default=0,
+                   help="with --run and no --image: validation image index")
     p.add_argument("--model", help="registered DART model name (without --run)")
-    p.add_argument("--model-kwargs", default="{}", help="JSON kwargs for timm.create_model")
-    p.add_argument("--checkpoint", help="state dict to load (torch.load with weights_only=True)")
+    p.add_argument("--model-kwargs", type=kwargs_arg, default={},
+                   help="kwargs for timm.create_model: JSON or key=val,key=val")
+    p.add_argument("--checkpoint", help="run checkpoint or official darvit-*.pth (torch.load with "
+                   "weights_only=True; official keys through dart.engine.keymap)")
     p.add_argument("--image", help="image file (any PIL format); required without --run")
     p.add_argument("--out", required=True, help="PNG to write")
     args = p.parse_args(argv)
     if args.run:
-        if args.model or args.checkpoint:
-            p.error("--run takes the model and checkpoint from the run folder; drop --model/--checkpoint")
-        x, part, mean, std = partition_from_run(args.run, args.image, args.index)
-        draw_partition(to_uint8_image(x, mean, std), part, args.out)
-        print(args.out)
-        return 0
-    if not args.model or not args.image:
+        if args.model or args.checkpoint or args.model_kwargs:
+            p.error("--run takes the model and checkpoint from the run folder; drop --model/--model-kwargs/"
+                    "--checkpoint")
+    elif not args.model or not args.image:
         p.error("give --run DIR, or --model and --image")
-    model = timm.create_model(args.model, **json.loads(args.model_kwargs)).eval()
-    if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
-    x = _load_image(args.image, model.patch_embed.img_size[0])[None]
-    with torch.no_grad():
-        _, part = model.patch_embed(x, return_partition=True)
-    draw_partition(x[0], part, args.out)
+    from .data import DataError
+    try:
+        check_writable(args.out)  # before the model is built
+        if args.run:
+            x, part, mean, std = partition_from_run(args.run, args.image, args.index)
+            draw_partition(to_uint8_image(x, mean, std), part, args.out)
+        else:
+            x, part = model_partition(args.model, args.model_kwargs, args.checkpoint, args.image,
+                                      log=lambda m: print(f"{prog}: {m}", file=sys.stderr))
+            draw_partition(x, part, args.out)
+    except (FileNotFoundError, ValueError, DataError) as e:  # CheckpointError is a ValueError
+        return user_error(prog, e)
     print(args.out)
     return 0
 

@@ -28,3 +28,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def toy_trunk(tmp_path_factory):
+    """A (random) pretrained-trunk file for the toy DART configs, which load their scorer trunk frozen
+    from results/toy/scorer_trunk/cnn.pt (the workflow's scorer_pretrain rule makes the real one)."""
+    from dart.tokenizer.scorers import small_cnn_trunk
+    path = tmp_path_factory.mktemp("trunk") / "cnn.pt"
+    torch.save({"trunk": small_cnn_trunk().state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture()
+def trunk_override(toy_trunk):
+    """The engine override that points a toy DART config at `toy_trunk`."""
+    return f"model.kwargs.scorer_weights={toy_trunk}"

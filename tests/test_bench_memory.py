@@ -5,6 +5,9 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -186,3 +189,29 @@ def test_empty_summaries_are_nan_not_zero():
     assert all(math.isnan(v) for v in mem.empty_nvml_summary().values())
     e = mem.empty_rss_summary()
     assert e.pop("rss_peak_method") == "" and all(math.isnan(v) for v in e.values())
+
+
+def test_python_m_bench_memory_help_and_report():
+    """`python -m bench.memory --help` printed nothing (no entry point); now it describes the module,
+    and without arguments says what this machine offers."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "bench.memory", "--help"], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0 and "usage: python -m bench.memory" in r.stdout and "VmHWM" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "bench.memory"], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert [ln.split(":")[0] for ln in r.stdout.splitlines()][:2] == ["NVML", "process peak RSS"]
+
+
+def test_rss_monitor_runs_no_thread_where_vmhwm_resets(monkeypatch):
+    before = {t.name for t in threading.enumerate()}
+    m = mem.RssMonitor(interval=0.001)
+    m.start()
+    during = {t.name for t in threading.enumerate()} - before
+    m.stop()
+    if m.method == "vmhwm":
+        assert during == set() and m.sampling == "none"
+    monkeypatch.setattr(mem, "reset_peak_rss", lambda: False)
+    m.start()
+    during = {t.name for t in threading.enumerate()} - before
+    m.stop()
+    assert during == {"RssMonitor"} and m.sampling == "rss every 0.001 s" and m.method == "sampled"

@@ -4,7 +4,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+import threading
 import time
+import types
 
 import pytest
 import torch
@@ -207,18 +209,26 @@ def test_ratio_table():
     assert row[:4] == (1, 10.0, 5.0, 2.0) and math.isnan(row[4]) and row[5] == 0 and math.isnan(row[6])
 
 
-def test_tokenizer_split(tmp_path):
+def test_tokenizer_split(tmp_path, monkeypatch):
     from bench import tokenizer_split as ts
     out = str(tmp_path / "split.csv")
+    oom_grid = "deit_tiny_patch16_224:img_size=32,depth=2"
+    real = ts.create_model
+
+    def create(spec):  # the second grid model runs out of memory while it is built
+        if spec.label == oom_grid:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real(spec)
+    monkeypatch.setattr(ts, "create_model", create)
     rc = ts.main(["--model", "dart_deit_tiny_patch16_224:img_size=64,scorer=cnn,depth=1", "--tokens", "4", "16",
-                  "--grid-models", TINY, "no_such_model_xyz", "--batch-sizes", "2", "--warmup-iters", "1", "--min-iters", "2",
+                  "--grid-models", TINY, oom_grid, "--batch-sizes", "2", "--warmup-iters", "1", "--min-iters", "2",
                   "--min-time", "0.005", "--rounds", "1", "--threads", "1", "--out", out,
                   "--baselines", "two-pass", "rev:HEAD"])
     assert rc == 0
     fields, rows = _read(out)
     assert fields == ts.FIELDS
-    bad = rows.pop(0)  # a model that cannot be built is a row with its error, and the rest goes on
-    assert (bad["model"], bad["status"]) == ("no_such_model_xyz", "error") and "no_such_model_xyz" in bad["error"]
+    bad = rows.pop(0)  # a model that fails while it is built is a row with its error, and the rest goes on
+    assert (bad["model"], bad["status"]) == (oom_grid, "oom") and "simulated" in bad["error"]
     stages = [(r["tokenizer"], r["num_tokens"], r["stage"]) for r in rows]
     assert stages == [(kind, n, s) for n in ("4", "16") for kind, names in (
         ("dart", ts.STAGES), ("baseline:two-pass", ts.BASELINE_STAGES), ("baseline:rev:HEAD", ts.BASELINE_STAGES))
@@ -227,3 +237,148 @@ def test_tokenizer_split(tmp_path):
     assert all(float(r["share_of_total"]) == 1.0 for r in rows if r["stage"] in ("total", "patch_embed")
                or r["tokenizer"].startswith("baseline") and r["stage"] == "geometry+sampling")
     assert os.path.exists(tmp_path / "split.png")
+
+
+# ---------------------------------------------------------------- user errors before timing (issue 20)
+def _no_timing(monkeypatch, module, name):
+    timed = []
+    monkeypatch.setattr(module, name, lambda *a, **k: timed.append(1) or [])
+    return timed
+
+
+def _one_line(capsys, prog, *names):
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith(prog + ": ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_throughput_misspelt_model_is_exit_2_before_timing(tmp_path, monkeypatch, capsys):
+    timed = _no_timing(monkeypatch, tp, "run_sweep")
+    out = tmp_path / "t.csv"
+    for models in ([TINY, "deit_tiny_patch61_224"], ["deit_tiny_patch61_224"]):
+        assert tp.main(["--models", *models, "--out", str(out), *FAST]) == 2
+        _one_line(capsys, "bench.throughput", "deit_tiny_patch61_224", "did you mean deit_tiny_patch16_224")
+    # a keyword the model does not take is found before timing too (a meta-device build)
+    assert tp.main(["--models", TINY + ",num_token=3", "--out", str(out), *FAST]) == 2
+    _one_line(capsys, "bench.throughput", "num_token")
+    assert timed == [] and not out.exists()
+
+
+def test_split_refuses_a_model_that_is_not_dart(tmp_path, monkeypatch, capsys):
+    from bench import tokenizer_split as ts
+    timed = _no_timing(monkeypatch, ts, "run")
+    out = tmp_path / "s.csv"
+    assert ts.main(["--model", TINY, "--tokens", "4", "--grid-models", TINY, "--out", str(out)]) == 2
+    _one_line(capsys, "bench.tokenizer_split", TINY, "not a DART model")
+    # a budget the model cannot hold (was: exit 1, nothing said)
+    assert ts.main(["--model", TINY_DART, "--tokens", "16", "1000", "--grid-models", "--out", str(out)]) == 2
+    _one_line(capsys, "bench.tokenizer_split", "--tokens 1000", "at most 16")
+    assert ts.main(["--model", TINY_DART, "--grid-models", "deit_tiny_patch61_224", "--out", str(out)]) == 2
+    _one_line(capsys, "bench.tokenizer_split", "deit_tiny_patch61_224", "did you mean")
+    assert ts.main(["--model", TINY_DART, "--baselines", "twopass", "--out", str(out)]) == 2
+    _one_line(capsys, "bench.tokenizer_split", "twopass")
+    assert timed == [] and not out.exists()
+
+
+def test_split_that_times_nothing_says_why(tmp_path, monkeypatch, capsys):
+    from bench import tokenizer_split as ts
+
+    def create(spec):
+        raise torch.OutOfMemoryError("out of memory (simulated)")
+    monkeypatch.setattr(ts, "create_model", create)
+    out = tmp_path / "s.csv"
+    assert ts.main(["--model", TINY_DART, "--tokens", "16", "--grid-models", "--out", str(out), "--no-plot",
+                    "--batch-sizes", "1", "--threads", "1"]) == 1
+    _one_line(capsys, "bench.tokenizer_split", "nothing was timed ok", "simulated")
+    assert _read(out)[1][0]["status"] == "oom"
+
+
+def test_plots_refuse_a_file_that_is_not_the_benchmarks_csv(tmp_path, capsys):
+    from bench import plots
+    bad = tmp_path / "bin.csv"
+    bad.write_bytes(bytes(range(256)) * 8)
+    assert plots.main([str(bad)]) == 2
+    _one_line(capsys, "bench.plots", "bin.csv", "not a bench.throughput CSV")
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    assert plots.main([str(other), "--split"]) == 2
+    _one_line(capsys, "bench.plots", "other.csv", "no column tokenizer")
+    assert not (tmp_path / "bin.png").exists() and not (tmp_path / "other.png").exists()
+
+
+# ---------------------------------------------------------------- memory beside the timed loop (issue 20)
+class SeesThreads(nn.Module):
+    """Records the threads alive at every forward call: the memory samplers among them."""
+
+    def __init__(self, img: int = 8):
+        super().__init__()
+        self.fc = nn.Linear(3 * img * img, 4)
+        self.pretrained_cfg = {"input_size": (3, img, img)}
+        self.seen: set[str] = set()
+
+    def forward(self, x):
+        self.seen.update(t.name for t in threading.enumerate())
+        return self.fc(x.flatten(1))
+
+
+def _sweep_seeing_threads(tmp_path):
+    model = SeesThreads()
+    rows = tp.run_sweep([tp.parse_model_spec("m")], _opts(batch_sizes=[2], sample_interval=0.005),
+                        out=str(tmp_path / "m.csv"), factory=lambda spec: model, progress=False,
+                        log=lambda s: None)
+    (row,) = rows
+    assert row["status"] == "ok" and "memory_sampling" in _read(tmp_path / "m.csv")[0]
+    return row, model.seen
+
+
+def test_no_memory_thread_runs_beside_the_loop_where_vmhwm_resets(tmp_path):
+    if not tp.mem.reset_peak_rss():
+        pytest.skip("this kernel does not let VmHWM be reset: the sampling thread is the only way")
+    row, seen = _sweep_seeing_threads(tmp_path)
+    assert "RssMonitor" not in seen and "NvmlSampler" not in seen
+    assert row["memory_sampling"] == "none" and row["rss_peak_method"] == "vmhwm"
+    assert row["rss_peak_mib"] >= row["rss_base_mib"] > 0
+
+
+def test_the_rss_thread_samples_where_vmhwm_cannot_be_reset(tmp_path, monkeypatch):
+    monkeypatch.setattr(tp.mem, "reset_peak_rss", lambda: False)
+    row, seen = _sweep_seeing_threads(tmp_path)
+    assert "RssMonitor" in seen
+    assert row["memory_sampling"] == "rss every 0.005 s" and row["rss_peak_method"] == "sampled"
+    assert row["rss_peak_mib"] >= row["rss_base_mib"] > 0
+
+
+class FakeNvml:
+    """The few pynvml calls the sampler makes, for a GPU that is not here."""
+
+    class NVMLError(Exception):
+        pass
+
+    @staticmethod
+    def nvmlDeviceGetMemoryInfo(handle):
+        return types.SimpleNamespace(used=3 << 30)
+
+    @staticmethod
+    def nvmlDeviceGetUtilizationRates(handle):
+        return types.SimpleNamespace(gpu=40.0)
+
+    @staticmethod
+    def nvmlDeviceGetPowerUsage(handle):
+        return 120_000
+
+    @staticmethod
+    def nvmlShutdown():
+        pass
+
+
+def test_the_nvml_thread_keeps_sampling_on_a_gpu(tmp_path, monkeypatch):
+    """Device memory has no high-water mark to read: NVML's thread runs beside the timed loop."""
+    monkeypatch.setattr(tp.mem, "_pynvml", lambda: FakeNvml)
+    monkeypatch.setattr(tp, "open_context", lambda device, use_nvml=True: tp.Context(
+        device, "Fake GPU", "999.1", tp.mem.NvmlDevice(object(), "index 0"), "fake NVML"))
+    row, seen = _sweep_seeing_threads(tmp_path)
+    assert "NvmlSampler" in seen and "RssMonitor" not in seen
+    assert row["memory_sampling"] == "nvml every 0.005 s" and row["nvml_samples"] >= 2
+    assert row["nvml_used_peak_mib"] == 3072.0

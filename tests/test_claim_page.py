@@ -37,7 +37,8 @@ def _write(tmp_path: Path, name: str, records) -> str:
 @pytest.fixture
 def claim(tmp_path):
     """claim_report's main on measure JSONs like claim_measure's, two with fields it doesn't know."""
-    dart = dict(PARTITION, method="ours", trunk="scratch", tokens_on_detail=1.0, tokens_on_detail_grid=1.0)
+    dart = dict(PARTITION, tokenizer="dart", method="ours", trunk="scratch", tokens_on_detail=1.0,
+                tokens_on_detail_grid=1.0)
     runs = {
         "grid_low": _records("deit_tiny_patch16_224", 16, 32, 0.004, (33.0, 32.4, 34.0), method="published"),
         "dart_n": _records("dart_deit_tiny_patch16_224", 16, 64, 0.005, (31.4, 33.8, 31.6),
@@ -48,6 +49,8 @@ def claim(tmp_path):
                                           floor=11.2),
         "segmentation:dart_n": _records("dart_deit_tiny_patch16_224", 16, 64, 0.007, (21.0, 25.0, 20.2),
                                         metric="miou", floor=11.2, **PARTITION),
+        "ablation:published_random_frozen": _records("dart_deit_tiny_patch16_224", 16, 64, 0.005, (33.0, 34.0),
+                                                     method="published", trunk="random-frozen", **PARTITION),
     }
     measures = [_write(tmp_path, role.replace(":", "_"), recs) for role, recs in runs.items()]
     html = tmp_path / "reports" / "claim.html"
@@ -71,7 +74,7 @@ def test_claim_page_reads_like_the_report(claim):
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html
     tables = {t["id"]: t for t in page.tables}
     assert set(tables) >= {"verdicts-table", "runs-detail", "partitions-detail", "runs-segmentation",
-                           "partitions-segmentation", "provenance-table"}
+                           "partitions-segmentation", "runs-ablation", "provenance-table"}
     assert all(t["in_scroll"] for t in page.tables)  # a wide table scrolls in its own box
     # columns in words with units, no machine names
     runs = _headers(tables["runs-detail"])
@@ -81,6 +84,14 @@ def test_claim_page_reads_like_the_report(claim):
     parts = _headers(tables["partitions-detail"])
     assert "patch-area spread (std / mean; grid = 0)" in parts and "tokens on the pattern" in parts
     assert "mIoU, mean over seeds (%)" in _headers(tables["runs-segmentation"])
+    # a value every row shares is named once: the split in the section's title, not a column
+    assert "split" not in runs and "Detail set: the runs (validation split, mean and spread" in html
+    assert "tokenizer" not in runs  # the run's name and model say it
+    # the ablation's variants: their own names, the trunk and method they differ in
+    ablation = tables["runs-ablation"]["rows"]
+    row = dict(zip(ablation[0], ablation[1]))
+    assert (row["run"], row["method"], row["scorer trunk"]) == ("published random frozen", "published",
+                                                               "random-frozen")
     for table in page.tables:
         for name in ("area_cv", "gmacs", "input_px", "tokens_on_detail", "mean", "std", "per_seed"):
             assert name not in _headers(table), (table["id"], name)
@@ -102,7 +113,7 @@ def test_claim_page_reads_like_the_report(claim):
     with open(out / "summary.csv") as f:
         fields = next(csv.reader(f))
     assert {"role", "gmacs", "mean", "std", "area_cv", "tokens_on_detail", "method", "trunk",
-            "flip_rate"} <= set(fields)
+            "flip_rate", "tokenizer"} <= set(fields)
     with open(out / "verdicts.csv") as f:
         assert next(csv.reader(f)) == ["claim", "verdict", "numbers", "split"]
 

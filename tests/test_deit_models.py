@@ -45,9 +45,11 @@ def test_full_size_forward_gives_the_paper_token_count():
     assert feats.shape == (1, 197, 192)
 
 
-def test_pretrained_weights_are_refused_with_a_pointer():
-    with pytest.raises(ValueError, match="dart.evaluate --checkpoint"):
-        timm.create_model("dart_deit_tiny_patch16_224", pretrained=True)
+def test_pretrained_weights_come_from_the_official_checkpoint(tmp_path):
+    """pretrained=True loads the official checkpoint (tests/test_pretrained_tags.py); offline and not
+    cached, it says which file of which tag is missing."""
+    with pytest.raises(FileNotFoundError, match=r"dart_deit_tiny_patch16_224\.official_in1k: darvit-tiny\.pth"):
+        timm.create_model("dart_deit_tiny_patch16_224", pretrained=True, cache_dir=str(tmp_path))
 
 
 def test_scorer_module_can_be_passed():

@@ -32,7 +32,8 @@ SAME = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
 def rule_blocks() -> dict[str, str]:
     out = {}
     for f in sorted(RULES.glob("*.smk")):
-        parts = re.split(r"^rule (\w+):", f.read_text(), flags=re.M)
+        # rules may sit inside an `if`/`else` (claim.smk); a name defined twice keeps its last body
+        parts = re.split(r"^[ \t]*rule (\w+):", f.read_text(), flags=re.M)
         for name, body in zip(parts[1::2], parts[2::2]):
             out[name] = body
     return out
@@ -56,7 +57,9 @@ def rule_entry_points(body: str) -> list[Path]:
 def _optional(node: ast.Try) -> bool:
     for h in node.handlers:
         names = [h.type] if not isinstance(h.type, ast.Tuple) else list(h.type.elts)
-        if any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names):
+        # `except Exception` too (dart/ops: a kernel package may import but lack its CUDA build)
+        if h.type is None or any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError",
+                                                                       "Exception") for n in names):
             return True
     return False
 
@@ -143,18 +146,21 @@ def env_packages(env: Path) -> tuple[dict[str, str], list[str]]:
 
 
 RULE_BLOCKS = rule_blocks()
+# rules that only gather other rules' outputs (no shell, script or run: nothing to install or time)
+TARGETS = {name for name, body in RULE_BLOCKS.items() if not re.search(r"^\s*(shell|script|run):", body, re.M)}
 
 
 def test_every_rule_names_an_env_and_a_benchmark_file():
     assert len(RULE_BLOCKS) >= 10
+    assert TARGETS == {"claim_ablation", "published_weights"}  # (`all` lives in workflow/Snakefile)
     for name, body in RULE_BLOCKS.items():
-        if name == "all":
+        if name in TARGETS:
             continue
         assert rule_env(body) is not None and rule_env(body).is_file(), name
         assert "benchmark:" in body, f"rule {name} writes no benchmark: file"
 
 
-@pytest.mark.parametrize("rule", sorted(n for n in RULE_BLOCKS if n != "all"))
+@pytest.mark.parametrize("rule", sorted(n for n in RULE_BLOCKS if n not in TARGETS))
 def test_rule_env_holds_its_imports(rule):
     body = RULE_BLOCKS[rule]
     env = rule_env(body)

@@ -168,8 +168,9 @@ def test_official_checkpoint_loads_every_tensor(name, caplog):
 
 
 def test_official_convention_is_applied_on_load_and_not_otherwise():
+    # the v1 gate asked for explicitly (a v2 head's own is sigmoid2), to see the loader switch it
     kw = dict(img_size=64, num_tokens=16, scorer="mobilenetv3_small_v2", embed_dim=48, depth=2, num_heads=3,
-              num_classes=7)
+              num_classes=7, score_gate="sigmoid_offset")
     model = timm.create_model("dart_deit_tiny_patch16_224", **kw)
     pe = model.patch_embed
     assert (pe.score_norm, pe.sampling, pe.score_gate) == ("image", "centred", "sigmoid_offset")
@@ -186,6 +187,9 @@ def test_official_convention_is_applied_on_load_and_not_otherwise():
     assert report.complete and report.family == "darvit" and report.official_convention
     assert (pe.score_norm, pe.score_std_floor, pe.sampling, pe.score_gate) == ("batch", 0.0, "reference", "sigmoid2")
     assert not any(p.requires_grad for p in pe.scorer.trunk.parameters())
+    # the official trunk's BatchNorm follows the model's mode (batch statistics in training)
+    assert pe.scorer.bn_mode == "train" and pe.convention == "official"
+    assert model.train().patch_embed.scorer.trunk.training and not model.eval().patch_embed.scorer.trunk.training
     assert "official convention" in lines[0] and report.as_dict()["official_convention"]
 
 

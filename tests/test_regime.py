@@ -9,12 +9,12 @@ from dart.engine.config import load_config
 from dart.engine.regime import small_object_crop_warning
 
 
-def test_grid_img_size_sets_the_scorer_input():
-    cfg = load_config("toy_detail_dart")
+def test_grid_img_size_sets_the_scorer_input(trunk_override):
+    cfg = load_config("toy_detail_dart", [trunk_override])
     assert cfg["data"]["grid_img_size"] == 32 and cfg["data"]["img_size"] == 64
     model = build_model(cfg)
     assert model.patch_embed.scorer_input_size == 32 and model.patch_embed.img_size == (64, 64)
-    plain = build_model(load_config("toy_detail_dart", ["data.grid_img_size=null"]))
+    plain = build_model(load_config("toy_detail_dart", ["data.grid_img_size=null", trunk_override]))
     assert plain.patch_embed.scorer_input_size == 64  # default: min(img_size, 224), the full image
 
 

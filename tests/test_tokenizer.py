@@ -17,9 +17,13 @@ def uniform(batch, grid=14):
 
 @pytest.mark.parametrize("sampling", ["centred", "reference"])
 def test_uniform_scores_give_timm_patch_embedding_tokens(sampling):
-    """Centred sampling at the nominal size lands on pixel centres: the grid's tokens exactly (with
-    quantile_eps=0; the reference's eps moves edges by ~1e-6 cells). The reference convention's
-    left-aligned steps are the grid shifted by half a pixel (extent/32 - 0.5 px): not the grid."""
+    """At the nominal size (16 px per cell, P = 16) both conventions land on pixel centres, the
+    grid's tokens (with quantile_eps=0; the reference's eps moves edges by ~1e-6 cells): centred
+    steps (t + 0.5) / P without align_corners and the reference's t / P as pixel indices are both
+    pixel t of the cell. Edges fall a hair before band seams here, so the reference convention
+    matches only because it blends the last pixel before a seam into the next band's first column
+    as the reference's strip does (clamping to the old band's last column put 6 of 196 tokens 0.2
+    off)."""
     tok = DART(img_size=224, embed_dim=64, num_tokens=196, scorer="cnn", sampling=sampling, quantile_eps=0.0)
     ref = PatchEmbed(img_size=224, patch_size=16, embed_dim=64)
     ref.load_state_dict({"proj.weight": tok.proj.weight, "proj.bias": tok.proj.bias})
@@ -32,11 +36,8 @@ def test_uniform_scores_give_timm_patch_embedding_tokens(sampling):
     grid_rects = torch.tensor([[16 * (k % 14), 16 * (k // 14), 16 * (k % 14) + 16, 16 * (k // 14) + 16]
                                for k in range(196)], dtype=part.rects.dtype)
     assert torch.allclose(part.rects[:, :, 0], grid_rects.expand(3, -1, -1), atol=1e-6, rtol=0)
-    if sampling == "centred":
-        assert torch.allclose(got, want, atol=1e-5, rtol=0)
-        assert torch.allclose(got_eps, want, atol=1e-3, rtol=0)
-    else:
-        assert (got - want).abs().max() > 1e-2
+    assert torch.allclose(got, want, atol=1e-5, rtol=0)
+    assert torch.allclose(got_eps, want, atol=1e-3, rtol=0)
 
 
 def test_uniform_scores_in_a_dart_deit_equal_timm_deit_tokens():
@@ -214,6 +215,45 @@ def test_straddling_patches_sample_each_point_in_its_own_band():
     assert torch.allclose(rects, torch.tensor([[48.0, 0, 64, 16], [0, 16, 16, 64]], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_centred_sampling_is_one_grid_sample_bit_for_bit(dtype):
+    """The default convention is one grid_sample at the centred points and nothing more: the
+    reference convention's seam blend leaves it untouched. The formula below is the sampler's
+    arithmetic as it stood before that blend existed; the outputs must be the same bits."""
+    torch.manual_seed(0)
+    g, P, n, B = 14, 16, 196, 2
+    scores = torch.rand(B, g, g, dtype=torch.float64) + 0.1
+    row_b, patch_b, _ = geometry.partition(scores, n)
+    x = torch.rand(B, 3, 224, 224, dtype=dtype)
+    steps = (torch.arange(P, dtype=torch.float64) + 0.5) / P
+    seq = patch_b[:, :-1, None] + steps * (patch_b[:, 1:] - patch_b[:, :-1])[..., None]
+    band = torch.div(seq, g, rounding_mode="floor").clamp_(0, 13)
+    xs = ((seq - band * g) * (2.0 / g) - 1.0).float()
+    height = (row_b[:, 1:] - row_b[:, :-1])[:, None]
+    ys = ((row_b[:, None, :-1] + steps[None, :, None] * height) * (2.0 / g) - 1.0).float()
+    ys = ys.gather(2, band.long().view(B, 1, -1).expand(B, P, -1))
+    want_grid = torch.stack([xs.view(B, 1, -1).expand(B, P, -1), ys], -1)
+    want = torch.nn.functional.grid_sample(x, want_grid.to(dtype), mode="bilinear", padding_mode="border",
+                                           align_corners=False)
+    grid = sampling.sampling_grid(row_b, patch_b, g, P)
+    assert torch.equal(grid, want_grid)
+    assert torch.equal(sampling.sample_patches(x, grid), want)
+    tok = DART(img_size=224, embed_dim=8, num_tokens=n, scorer="cnn").to(dtype)
+    with torch.no_grad():
+        assert torch.equal(tok(x, scores=scores), tok.project(want))
+
+
+def test_a_grid_of_the_other_convention_is_refused():
+    row_b, patch_b, _ = geometry.partition(uniform(1, 4), 16)
+    x = torch.rand(1, 3, 64, 64)
+    centred = sampling.sampling_grid(row_b, patch_b, 4, 16)
+    reference = sampling.sampling_grid(row_b, patch_b, 4, 16, convention="reference", img_size=(64, 64))
+    with pytest.raises(ValueError, match="'reference' needs the grid that sampling_grid"):
+        sampling.sample_patches(x, centred, "reference")
+    with pytest.raises(ValueError, match="'centred' needs the grid that sampling_grid"):
+        sampling.sample_patches(x, reference, "centred")
+
+
 def test_nan_in_the_scorer_output_is_a_clear_error():
     """One NaN pixel reaches the scorer: a named error, not an out-of-range index in the geometry."""
     tok = DART(img_size=64, num_tokens=16, embed_dim=8, score_grid=4, scorer="cnn").eval()
@@ -279,7 +319,7 @@ def test_missing_pretrained_scorer_fails_fast_with_instructions(tmp_path, monkey
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     start = time.monotonic()
     with pytest.raises(FileNotFoundError, match="not in the local cache.*mobilenet_v3_small"):
-        timm.create_model("dart_deit_tiny_patch16_224", scorer_pretrained=True)
+        timm.create_model("dart_deit_tiny_patch16_224", scorer_trunk="pretrained_frozen")
     assert time.monotonic() - start < 20
 
 
@@ -293,7 +333,7 @@ def test_pretrained_scorer_loads_from_the_cache_and_freezes_its_trunk(tmp_path, 
     url = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1.url
     os.makedirs(tmp_path / "hub" / "checkpoints")
     torch.save(ref.state_dict(), tmp_path / "hub" / "checkpoints" / os.path.basename(url))
-    scorer = TrunkScorer("mobilenetv3_small", pretrained=True)
+    scorer = TrunkScorer("mobilenetv3_small", regime="pretrained_frozen")
     assert torch.equal(scorer.trunk[0][0].weight, ref.features[0][0].weight)
     assert not any(p.requires_grad for p in scorer.trunk.parameters())
     assert all(p.requires_grad for p in scorer.head.parameters())

@@ -106,3 +106,18 @@ def test_tome_deit_small_costs_the_published_gmacs():
     tome, base = count("tome_deit_small_patch16_224"), count("deit_small_patch16_224")
     assert abs(tome["gmacs"] - 2.7) / 2.7 < 0.02  # ToMe paper, DeiT-S r=13: 2.7 GFLOPs
     assert tome["params_m"] == base["params_m"] and tome["gmacs"] < 0.6 * base["gmacs"]
+
+
+def test_without_a_class_token_a_block_merges_at_most_half_and_keeps_one_token():
+    """Issue 20, case 7: with nothing protected every merged A token needs a B partner, so a block
+    merges at most n // 2 tokens; the schedule never reaches 0 tokens and the model runs to the end."""
+    assert tokens_after(16, 3, 12, protected=0) == [13, 10, 7, 4, 2, 1, 1, 1, 1, 1, 1, 1]
+    assert tokens_after(17, 9, 4, protected=1) == [9, 5, 3, 2]  # the class token's count is unchanged
+    model = timm.create_model("vit_tiny_patch16_224", img_size=64, embed_dim=32, depth=12, num_heads=2,
+                              num_classes=5, class_token=False, global_pool="avg").eval()
+    with torch.no_grad():
+        apply_tome(model, 3)
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    assert model.tokens_per_block() == tokens_after(16, 3, 12, protected=0)
+    assert sum(model.tome["size"][0, :, 0].tolist()) == 16  # every patch still counted once

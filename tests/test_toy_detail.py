@@ -157,7 +157,7 @@ def test_detail_rejects_bad_parameters(params):
         toy.make_detail(np.random.default_rng(0), 1, **params)
 
 
-def test_toy_detail_runs_are_deterministic(tmp_path):
+def test_toy_detail_runs_are_deterministic(tmp_path, trunk_override):
     """Two fresh DART runs on the detail set with the same seed give the same weights and metrics;
     another seed gives other weights."""
     import json
@@ -170,7 +170,7 @@ def test_toy_detail_runs_are_deterministic(tmp_path):
         rc = train(["--config", "toy_detail_dart", "--output-dir", str(out), "train.epochs=1",
                     "train.warmup_epochs=0", "train.batch_size=8", "eval.batch_size=8", f"train.seed={seed}",
                     "data.toy.train_size=16", "data.toy.val_size=8", f"data.root={tmp_path / 'data'}",
-                    "model.kwargs.depth=1", "train.device=cpu", "train.threads=1"])
+                    "model.kwargs.depth=1", "train.device=cpu", "train.threads=1", trunk_override])
         assert rc == 0
         m = json.loads((out / "metrics.json").read_text())
         return m, ckpt.load(str(out / "checkpoint_last.pt"))["model"]

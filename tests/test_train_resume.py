@@ -114,3 +114,22 @@ def test_engine_loader_refuses_a_pickle_payload(tmp_path, capsys):
     assert str(path) in err and "Traceback" not in err
     assert not marker.exists()
     assert not (tmp_path / "evil" / "metrics.json").exists()
+
+
+def test_resume_finds_the_last_epoch_when_checkpoint_last_was_removed(tmp_path):
+    """Issue 20, case 11: Snakemake removes a job's declared outputs (checkpoint_last.pt among them)
+    before rerunning it and after it fails; the checkpoint's second name (a hard link) keeps the last
+    epoch, so an interrupted run still continues, and a finished one gives its checkpoint back."""
+    over = tiny(tmp_path, "run", "train.epochs=2")
+    p = run_cli(over, {"DART_DEBUG_KILL_AT_STEP": "6"})  # killed in epoch 2
+    assert p.returncode == 137, p.stderr[-2000:]
+    run = tmp_path / "run"
+    assert os.path.samefile(run / "checkpoint_last.pt", run / "checkpoint_resume.pt")
+    (run / "checkpoint_last.pt").unlink()
+    m = Trainer(load_config(None, over), resume=True).run()
+    assert len(m["loss_curve"]) == 2  # epoch 1 came from the checkpoint, not trained again
+    assert "restored it from checkpoint_resume.pt" in (run / "train.log").read_text()
+    (run / "checkpoint_last.pt").unlink()
+    (run / "metrics.json").unlink()
+    again = Trainer(load_config(None, over), resume=True).run()  # nothing left to train
+    assert again["loss_curve"] == m["loss_curve"] and (run / "checkpoint_last.pt").is_file()

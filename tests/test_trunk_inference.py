@@ -29,7 +29,7 @@ def randomise_batchnorms(module: nn.Module, seed: int = 0) -> None:
 
 
 def frozen_scorer(name: str) -> TrunkScorer:
-    s = TrunkScorer(name, pretrained=False, freeze=True)
+    s = TrunkScorer(name, regime="random_frozen")
     randomise_batchnorms(s.trunk)
     nn.init.normal_(s.head.fc2.weight, std=0.1)  # a non-constant score map
     return s.eval()
@@ -97,7 +97,7 @@ def test_rebuilt_after_in_place_update_and_parameter_swap():
 
 def test_trainable_trunk_trains_through_itself():
     """A trunk that is learning (train mode, or parameters wanting gradients) runs as is."""
-    s = TrunkScorer("mobilenetv3_small", pretrained=False, freeze=False)
+    s = TrunkScorer("mobilenetv3_small", regime="scratch")
     randomise_batchnorms(s.trunk)
     nn.init.normal_(s.head.fc2.weight, std=0.1)
     x = torch.randn(2, 3, 64, 64)

@@ -54,6 +54,19 @@ def default_config() -> dict:
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
+def planned_run_config(cfg: dict, eid: str, seed: int = 0) -> tuple[str, dict]:
+    """(settings file, content) of one run's tracked engine config, as the workflow plans it."""
+    src = plan.experiments(cfg)[eid]["finetune_from"]
+    init = f"{plan.run_dir(cfg, src, seed)}/checkpoint_last.pt" if src else None
+    return f"results/{cfg['scale']}/config/runs/{eid}/seed{seed}.yaml", plan.run_config(cfg, eid, seed, init, ROOT)
+
+
+def files_below(folder: Path) -> dict[str, tuple[float, bytes]]:
+    """{path: (mtime, content)} of every file below `folder` but Snakemake's own .snakemake/."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime, p.read_bytes()) for p in folder.rglob("*")
+            if p.is_file() and ".snakemake" not in p.relative_to(folder).parts}
+
+
 def test_dry_run_default_toy(deployment):
     r = snakemake("-n", cwd=deployment)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -62,21 +75,33 @@ def test_dry_run_default_toy(deployment):
     cfg = default_config()
     counts = job_counts(out)
     n_toy = len(plan.trained(cfg)) * len(plan.seeds(cfg))
-    assert n_toy == 8
+    assert n_toy == 10
     claim = cfg["scales"]["toy"]["claim"]
     claimed = set(claim["roles"].values()) | {e for pair in claim["tasks"].values() for e in pair.values()}
     assert claimed == set(plan.trained(cfg))  # every toy run tests the claim
+    assert not set(claim["ablation"].values()) & set(plan.trained(cfg))  # the ablation is its own target
     runs = {(e, s) for e in plan.trained(cfg) for s in plan.seeds(cfg)}
     runs |= {(e, s) for e in claimed for s in claim["seeds"]}
-    assert counts["evaluate"] == n_toy and counts["train"] == len(runs) == 24
+    assert counts["evaluate"] == n_toy and counts["train"] == len(runs) == 30
     # one measure job per experiment (all its seeds), one ToMe job
-    assert counts["claim_measure"] == len(claimed) == 8
+    assert counts["claim_measure"] == len(claimed) == 10
     assert counts["claim_tome"] == 1 and counts["claim_report"] == 1
     assert counts["complexity"] == len(plan.complexity_groups(cfg))
     assert counts["throughput"] == len(plan.sweeps(cfg))
-    assert counts["toy_data"] == 3
+    assert counts["toy_data"] == 4  # the three task sets and the scorer trunk's own
+    assert counts["scorer_pretrain"] == 1 and "claim_ablation" not in counts
     assert counts["report"] == counts["aggregate"] == counts["all"] == 1
     assert "check_data" not in counts  # nothing to download or check at the toy scale
+
+
+def test_claim_ablation_is_a_named_target_of_its_own_runs(deployment):
+    r = snakemake("-n", "claim_ablation", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = job_counts(r.stdout + r.stderr)
+    claim = default_config()["scales"]["toy"]["claim"]
+    assert counts["claim_ablation"] == 1 and counts["claim_measure"] == len(claim["ablation"])
+    assert counts["train"] == len(claim["ablation"]) * len(claim["seeds"])
+    assert "claim_report" not in counts and "report" not in counts
 
 
 def test_dry_run_report_target_only_needs_its_inputs(deployment):
@@ -110,11 +135,11 @@ def test_dry_run_paper_scale_with_slurm_profile(deployment):
     bench = [b for b in out.split("\n\n") if "rule throughput:" in b]
     assert bench and all("slurm_extra=--exclusive" in b and "gpu=1" in b for b in bench)
     # long-sequence rows start from their 196-token run: the run's tracked config says so
-    run_cfg = yaml.safe_load((deployment / "results" / "paper" / "config" / "runs" / "dart_deit_small_392"
-                              / "seed0.yaml").read_text())
+    path, run_cfg = planned_run_config(cfg, "dart_deit_small_392")
     assert run_cfg["model"]["init_checkpoint"] == "runs/paper/dart_deit_small/seed0/checkpoint_last.pt"
     assert run_cfg["model"]["name"] == "dart_deit_small_patch16_224_392" and run_cfg["train"]["epochs"] == 30
-    assert "--config results/paper/config/runs/dart_deit_small_392/seed0.yaml" in out
+    # the dry run reads it from a temporary copy: nothing is written in the deployment
+    assert re.search(rf"--config /\S*/dart-dry-run-settings-\w+/{path} ", out) and not (deployment / path).exists()
     # a paper run has its own report: it never overwrites the toy one; the paper scale has no claim
     assert "reports/paper_tables_paper.html" in out and "reports/paper_tables.html" not in out
     assert "claim_report" not in counts and "claim/verdicts.csv" not in out
@@ -198,6 +223,7 @@ def mini_config() -> dict:
     toy = cfg["scales"]["toy"]
     small = {"train_size": 64, "val_size": 32}
     toy["datasets"] = {"toy_classification": {"toy": {"kind": "classification", "seed": 0, "set": small}}}
+    toy.pop("scorer_pretrain")  # the mini runs' scorers train from scratch
     toy["train_overrides"] = {"train.epochs": 1, "train.warmup_epochs": 0, "train.batch_size": 16,
                               "eval.batch_size": 32, "data.toy.train_size": 64, "data.toy.val_size": 32,
                               "model.kwargs.depth": 1}
@@ -282,8 +308,10 @@ def test_end_to_end_miniature(tmp_path):
     r4 = snakemake("--cores", "2", "runs/toy/mini_dart/seed0/metrics.json", cwd=tmp_path, timeout=1200)
     assert r4.returncode == 0, r4.stderr[-3000:]
     log = (tmp_path / "results/logs/toy/train/mini_dart_seed0.log").read_text()
-    # (Snakemake removes the old metrics.json itself before the job)
-    assert "removed checkpoint_last.pt" in log and "training afresh" in log
+    # (Snakemake removes the old metrics.json and checkpoint_last.pt itself before the job; the
+    # checkpoint's second name, the log and the config are the previous run's files that it listed)
+    assert "removed checkpoint_resume.pt, config.yaml, train.log" in log and "training afresh" in log
+    assert "resuming from" not in log and log.count("run mini_dart: task classification") == 1
     run_cfg = yaml.safe_load((tmp_path / "runs/toy/mini_dart/seed0/run_config.yaml").read_text())
     assert run_cfg["train"]["lr"] == 0.002
 
@@ -302,12 +330,16 @@ def planned_outputs(out: str) -> list[str]:
 
 def make_up_to_date(deployment: Path) -> None:
     """Create every planned output (empty files, one mtime): the workflow then has nothing to do,
-    without running a job."""
+    without running a job. A run that marks outputs up to date (--touch) writes the tracked
+    settings first, as a run does (a dry run writes none)."""
+    r = snakemake("--touch", "--cores", "1", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((deployment / "results").rglob("*.yaml"))
     r = snakemake("-n", cwd=deployment)
     assert r.returncode == 0, r.stderr[-3000:]
     outs = planned_outputs(r.stdout + r.stderr)
     assert outs
-    stamp = max(p.stat().st_mtime for p in (deployment / "results").rglob("*.yaml")) + 5
+    stamp = time.time() + 5
     for f in outs:
         p = deployment / f
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -335,16 +367,94 @@ def test_a_changed_setting_reruns_exactly_the_runs_it_touches(deployment):
     assert counts == {"train": 3, "evaluate": 1, "claim_measure": 1, "claim_report": 1, "aggregate": 1,
                       "report": 1, "all": 1}, counts
     assert "runs/toy/toy_seg_dart/seed0/metrics.json" in out
-    tracked = yaml.safe_load((deployment / "results/toy/config/runs/toy_seg_dart/seed0.yaml").read_text())
-    assert tracked["train"]["lr"] == 0.002
+    # the dry run shows the new settings from a temporary copy and leaves the tracked file as it was
+    path, tracked = planned_run_config({**cfg, "scale": "toy"}, "toy_seg_dart")
+    assert tracked["train"]["lr"] == 0.002 and re.search(rf"dart-dry-run-settings-\w+/{path}", out)
+    assert yaml.safe_load((deployment / path).read_text())["train"]["lr"] == 0.001  # as it was
 
     # a scale-wide setting touches every run of the scale (and nothing is counted again)
     cfg["scales"]["toy"]["train_overrides"] = {"train.epochs": 3}
     (deployment / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     counts = job_counts(snakemake("-n", cwd=deployment).stdout)
-    # 8 experiments evaluated on seed 0; all 8 are in the claim, which also trains seeds 1 and 2
-    assert counts["train"] == 24 and counts["evaluate"] == 8
-    assert counts["claim_measure"] == 8 and "complexity" not in counts and "toy_data" not in counts
+    # 10 experiments evaluated on seed 0; all 10 are in the claim, which also trains seeds 1 and 2;
+    # the scorer trunk's pretraining is not a run
+    assert counts["train"] == 30 and counts["evaluate"] == 10
+    assert counts["claim_measure"] == 10 and "complexity" not in counts and "toy_data" not in counts
+    assert "scorer_pretrain" not in counts
+
+
+def test_a_dry_run_changes_no_file(deployment):
+    """Issue 20, case 6: `snakemake -n` (it takes no lock) must not rewrite the settings a running
+    workflow's jobs read; it lists the jobs a changed setting reruns without writing anything."""
+    r = snakemake("-n", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(files_below(deployment)) == {f"config/{k}" for k in files_below(ROOT / "config")}
+    make_up_to_date(deployment)
+    before = files_below(deployment)
+    (deployment / "more_epochs.yaml").write_text(yaml.safe_dump({"scales": {"toy": {"train_overrides": {
+        "train.epochs": 2}}}}))
+    r = snakemake("-n", "--configfile", "more_epochs.yaml", cwd=deployment)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert job_counts(r.stdout + r.stderr)["train"] == 30  # listed (10 experiments x 3 seeds) ...
+    after = files_below(deployment)
+    after.pop("more_epochs.yaml")
+    assert after == before  # ... and nothing written: no settings file, no mtime moved
+
+
+def test_a_deleted_checkpoint_reruns_its_training(deployment):
+    """Issue 20, case 11: the checkpoint is an output of training, so an evaluation that must run
+    again (here its JSON is gone and asked for) while the checkpoint is gone replans the training
+    run first, instead of an evaluation that fails for want of the checkpoint, every time."""
+    make_up_to_date(deployment)
+    (deployment / "runs/toy/toy_detail_dart/seed0/checkpoint_last.pt").unlink()
+    (deployment / "results/toy/eval/toy_detail_dart/seed0.json").unlink()
+    r = snakemake("-n", "results/toy/eval/toy_detail_dart/seed0.json", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    counts = job_counts(out)
+    assert counts["train"] == 1 and counts["evaluate"] == 1, counts
+    train = [b for b in out.split("\n\n") if "rule train:" in b][0]
+    assert "runs/toy/toy_detail_dart/seed0/checkpoint_last.pt" in train
+    assert "--checkpoint runs/toy/toy_detail_dart/seed0/checkpoint_last.pt" in out
+
+
+def test_the_claim_at_a_scale_without_one_is_named(deployment):
+    """Issue 20, case 12: reports/claim.html at the smoke scale says it is a toy-scale experiment."""
+    r = snakemake("-n", "reports/claim.html", "--config", "scale=smoke", cwd=deployment)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "KeyError" not in out
+    assert "reports/claim.html is the resolution claim, a toy-scale experiment" in out
+    assert "scale 'smoke' has no claim section (scales.smoke.claim)" in out
+
+
+def test_every_benchmark_file_is_under_its_scale(deployment):
+    """Issue 20, case 13: as the README says, each rule's benchmark file is under results/<scale>/."""
+    r = snakemake("-n", cwd=deployment)
+    out = r.stdout + r.stderr
+    benches = re.findall(r"benchmark: (\S+)", out)
+    assert any("/complexity/" in b for b in benches)
+    assert benches and all(b.startswith("results/toy/benchmarks/") for b in benches), benches
+
+
+def test_a_changed_setting_removes_only_the_previous_runs_files(tmp_path):
+    """prepare_run.py removes what dart.train listed in the run folder (checkpoint and its second
+    name, metrics, log, config, an evaluation written there) and nothing else."""
+    import json
+    from prepare_run import prepare
+    run = tmp_path / "run"
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train: {lr: 0.001}\n")
+    b.write_text("train: {lr: 0.002}\n")
+    prepare(str(run), str(a))
+    listed = ["checkpoint_last.pt", "checkpoint_resume.pt", "config.yaml", "eval.json", "metrics.json", "train.log"]
+    for name in listed + ["notes.txt"]:
+        (run / name).write_text(name)
+    (run / "dart_files.json").write_text(json.dumps({"format": "dart-files-v1", "tool": "dart.train",
+                                                     "files": listed + ["../escape.txt"], "dirs": []}))
+    (tmp_path / "escape.txt").write_text("keep")
+    assert sorted(prepare(str(run), str(b))) == sorted(listed)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "run_config.yaml"]
+    assert (tmp_path / "escape.txt").read_text() == "keep"
 
 
 def test_a_changed_setting_trains_afresh(tmp_path):
@@ -374,13 +484,18 @@ def test_smoke_scale_runs_the_paper_jobs(deployment):
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
         outs[scale] = r.stdout + r.stderr
     paper, smoke = job_counts(outs["paper"]), job_counts(outs["smoke"])
-    assert set(smoke) == set(paper) | {"fake_data"}
-    assert {k: v for k, v in smoke.items() if k != "fake_data"} == paper
+    # plus the fake data and the made-up checkpoints in the published weights' layouts
+    made_up = {"fake_data", "published_synthetic"}
+    assert set(smoke) == set(paper) | made_up
+    assert {k: v for k, v in smoke.items() if k not in made_up} == paper
     assert smoke["fake_data"] == paper["check_data"] == 3
+    assert smoke["published_synthetic"] == paper["evaluate_published"] == 13
 
     def run_models(scale):
-        folder = deployment / "results" / scale / "config" / "runs"
-        return {p.parent.name: yaml.safe_load(p.read_text()) for p in folder.glob("*/seed0.yaml")}
+        cfg = {**default_config(), "scale": scale}
+        runs = {eid: planned_run_config(cfg, eid) for eid in plan.trained(cfg)}
+        assert all(path in outs[scale] for path, _ in runs.values())  # the files the DAG reads
+        return {eid: run_cfg for eid, (_, run_cfg) in runs.items()}
     p_runs, s_runs = run_models("paper"), run_models("smoke")
     assert set(p_runs) == set(s_runs) and len(p_runs) >= 28
     for eid in p_runs:
@@ -388,14 +503,15 @@ def test_smoke_scale_runs_the_paper_jobs(deployment):
         assert s["model"]["name"] == p["model"]["name"] and s["task"] == p["task"]
         assert s["data"]["img_size"] == p["data"]["img_size"] and s["data"]["kind"] == p["data"]["kind"]
         assert s["data"]["num_classes"] == p["data"]["num_classes"]
-        assert {k: v for k, v in s["model"]["kwargs"].items() if k != "scorer_pretrained"} == \
-            {k: v for k, v in p["model"]["kwargs"].items() if k != "scorer_pretrained"}
+        assert {k: v for k, v in s["model"]["kwargs"].items() if k != "scorer_trunk"} == \
+            {k: v for k, v in p["model"]["kwargs"].items() if k != "scorer_trunk"}
         assert s["train"]["device"] == "cpu" and s["train"]["max_steps_per_epoch"] == 2
         assert s["data"]["root"].startswith("data/fake/smoke/")
-    sweeps = {scale: {p.stem: yaml.safe_load(p.read_text())["models"]
-                      for p in (deployment / "results" / scale / "config" / "bench").glob("*.yaml")
-                      if "models" in yaml.safe_load(p.read_text())} for scale in ("paper", "smoke")}
-    assert sweeps["paper"] == sweeps["smoke"]
+    def sweep_models(scale):
+        cfg = {**default_config(), "scale": scale}
+        configs = {eid: plan.train_config_path(plan.experiments(cfg)[eid]["train"], ROOT) for eid in plan.trained(cfg)}
+        return {name: plan.sweep_models(cfg, name, configs, ROOT) for name in plan.sweeps(cfg)}
+    assert sweep_models("paper") == sweep_models("smoke")
     assert "reports/paper_tables_smoke.html" in outs["smoke"]
 
 
@@ -414,4 +530,26 @@ def test_smoke_scale_end_to_end(tmp_path):
     assert any(c.startswith("smoke: not a result") for c in top1)
     assert not any(c.startswith(("matches", "differs")) for c in top1)
     assert len(tables["runs-table"]) - 1 == len(plan.trained({**default_config(), "scale": "smoke"}))
+    # the published weights: every official checkpoint and baseline evaluated, made-up, no result
+    published = tables["published-weights-table"][1:]
+    assert len(published) == 13
+    assert all(r[-1].startswith("smoke: not a result") for r in published if r[3] != "none published")
     assert not (tmp_path / "reports" / "paper_tables.html").exists()
+
+
+def test_a_training_job_stops_when_its_settings_changed_after_planning(tmp_path):
+    """Another invocation may rewrite a run's settings file between planning and the job's start:
+    the job then stops instead of training under settings its workflow did not plan."""
+    import hashlib
+    script = ROOT / "workflow" / "scripts" / "prepare_run.py"
+    cfg = tmp_path / "seed0.yaml"
+    cfg.write_text("train: {epochs: 1}\n")
+    planned = hashlib.sha1(cfg.read_bytes()).hexdigest()
+    ok = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(cfg), planned],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    cfg.write_text("train: {epochs: 2}\n")  # a second invocation's settings
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(cfg), planned],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "changed after this job was planned" in r.stderr
+    assert (tmp_path / "run" / "run_config.yaml").read_text() == "train: {epochs: 1}\n"

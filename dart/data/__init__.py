@@ -11,7 +11,8 @@ from typing import Callable, Optional
 
 import torch
 
-from . import toy
+# `toy` is imported where it is used, not here: `python -m dart.data.toy` runs that module as
+# __main__, and runpy warns when the package's __init__ has already imported it under its own name
 from .base import DataError, SafeDataset, Skipped, SkipLog, collate, to_float_image
 from .transforms import ClipEval, ClipTrain, SegEval, SegTrain, classification_transforms, resize_image
 
@@ -31,6 +32,7 @@ class ToyDataset(SafeDataset):
 
     def __init__(self, root: str, split: str, img_size: int, mean, std, num_frames: int | None = None,
                  native_masks: bool = False):
+        from . import toy
         x, y, meta = toy.load_split(root, split)
         self.kind = meta["kind"]
         self.meta = meta
@@ -70,6 +72,7 @@ def toy_params(cfg: dict) -> tuple[str, int, dict]:
 
 
 def toy_root(cfg: dict) -> str:
+    from . import toy
     kind, seed, params = toy_params(cfg)
     return cfg["data"]["root"] or toy.default_dir(kind, seed, params)
 
@@ -95,6 +98,7 @@ def build_datasets(cfg: dict, prepare: bool = True, progress: bool = True,
     d, a, task = cfg["data"], cfg["aug"], cfg["task"]
     kind, strict = d["kind"], d["strict"]
     if kind == "toy":
+        from . import toy
         tkind, seed, params = toy_params(cfg)
         if toy.TASK_OF_KIND[tkind] != task:
             raise ValueError(f"config key 'data.toy.kind' is {tkind!r}, a {toy.TASK_OF_KIND[tkind]} set, "

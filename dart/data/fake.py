@@ -12,8 +12,11 @@ content. Nothing learnable; a smoke run's numbers are not results.
 - ``video_csv``: ``clips/*.mp4`` (MPEG-4, PyAV) listed with their label in ``train.csv`` and
   ``val.csv`` (``path,label``; labels below 400).
 
-Command line: ``python -m dart.data.fake --layout imagefolder --out DIR [--seed 0]``. The folder is
-emptied first; ``fake.json`` (layout, seed, file counts) is written last, atomically.
+Command line: ``python -m dart.data.fake --layout imagefolder --out DIR [--seed 0]``. The set is
+written into a new folder beside DIR, then moved into place; ``fake.json`` (layout, seed, file
+counts) is its last file. DIR must be absent, empty, or a fake set written here before: its files
+are listed in ``dart_files.json`` (`dart.engine.owned`), and only those are removed. A folder
+holding anything else (a real dataset, your files) is refused and nothing in it is touched.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -100,30 +104,71 @@ def video_csv(out: str, rng: np.random.Generator, train: int = 4, val: int = 2, 
     return counts
 
 
+def _written(folder: str) -> tuple[list[str], list[str]]:
+    """(files, folders) below `folder`, as relative '/'-separated paths."""
+    files, dirs = [], []
+    for root, ds, fs in os.walk(folder):
+        rel = os.path.relpath(root, folder)
+        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        dirs += [base + d for d in ds]
+        files += [base + f for f in fs]
+    return files, dirs
+
+
 def generate(layout: str, out: str, seed: int = 0) -> dict:
+    """Write the fake `layout` set into `out` (see the module docstring for what `out` may hold)."""
+    from ..engine import owned
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
-    rng = np.random.default_rng(seed)
-    counts = {"imagefolder": imagefolder, "ade20k": ade20k, "video_csv": video_csv}[layout](out, rng)
-    meta = {"layout": layout, "seed": seed, "files": counts,
-            "note": "fake data for the smoke scale: random content, not a result"}
-    tmp = os.path.join(out, "fake.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, os.path.join(out, "fake.json"))
+    out = os.path.abspath(out)
+    advice = "pass an absent or empty folder as --out"
+    owned.check_replaceable(out, "dart.data.fake", advice)  # before any work: refuse early
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".fake-", dir=parent)
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be written: {e.strerror or e}"
+                         f"{' (' + str(e.filename) + ')' if e.filename else ''}") from e
+    try:
+        rng = np.random.default_rng(seed)
+        counts = {"imagefolder": imagefolder, "ade20k": ade20k, "video_csv": video_csv}[layout](tmp, rng)
+        meta = {"layout": layout, "seed": seed, "files": counts,
+                "note": "fake data for the smoke scale: random content, not a result"}
+        files, dirs = _written(tmp)
+        owned.add(tmp, "dart.data.fake", files + ["fake.json"], dirs)
+        with open(os.path.join(tmp, "fake.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what a plain mkdir gives
+        owned.clear(out, "dart.data.fake", advice)  # only the files of a fake set written before
+        os.replace(tmp, out)  # onto an absent or empty folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder made above, nothing else
+        raise
     return meta
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def main(argv=None) -> int:
+    from ..engine.cli import user_error
     ap = argparse.ArgumentParser(prog="python -m dart.data.fake", description=__doc__.split("\n\n")[0])
     ap.add_argument("--layout", required=True, choices=LAYOUTS)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    print(json.dumps(generate(a.layout, a.out, a.seed)))
+    try:
+        meta = generate(a.layout, a.out, a.seed)
+    except ValueError as e:
+        return user_error("dart.data.fake", e)
+    except OSError as e:
+        return user_error("dart.data.fake", f"--out {a.out} cannot be written: {e.strerror or e}"
+                                            f"{' (' + e.filename + ')' if e.filename else ''}")
+    print(json.dumps(meta))
     return 0
 
 

@@ -17,6 +17,7 @@ parameters always give byte-identical arrays. Files in the cache directory:
 ``train_x.npy, train_y.npy, val_x.npy, val_y.npy`` (uint8) and ``meta.json`` (kind, seed,
 parameters, generator version, class names); the ``detail`` set also keeps where its pattern is,
 ``train_box.npy, val_box.npy`` (int16 x0, y0, x1, y1 in canvas pixels, for measuring partitions).
+``dart_files.json`` lists them: a folder is replaced only when it holds nothing else.
 
 Command line: ``python -m dart.data.toy --kind classification --out DIR --seed 0``.
 """
@@ -27,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -385,6 +387,15 @@ def class_names(kind: str, num_classes: int) -> list[str]:
     return VIDEO_CLASSES[:num_classes]
 
 
+# the smallest canvas each kind's objects fit on: (size from the parameters, what must fit)
+MIN_CANVAS = {
+    "classification": (lambda p: p["glyph"] + 2, "glyph + 2: a glyph in its 1-px frame"),
+    "segmentation": (lambda p: p["glyph"] + 4, "glyph + 4: the largest object"),
+    "detail": (lambda p: p["glyph"] + 2 * p["frame"], "glyph + 2 * frame: the framed pattern"),
+    "video": (lambda p: math.ceil(1.8 * p["glyph"]) + 2, "1.8 * glyph + 2: the clock hand's disc"),
+}
+
+
 def resolve_params(kind: str, params: dict | None = None) -> dict:
     if kind not in KINDS:
         raise ValueError(f"unknown toy kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -395,6 +406,13 @@ def resolve_params(kind: str, params: dict | None = None) -> dict:
         if k not in out:
             raise ValueError(f"toy {kind} has no parameter {k!r} (known: {', '.join(out)})")
         out[k] = int(v)
+    for k in ("canvas", "glyph", "train_size", "val_size"):
+        if out[k] < 1:
+            raise ValueError(f"toy {kind}: parameter {k}={out[k]} must be at least 1")
+    size, rule = MIN_CANVAS[kind]
+    if out["canvas"] < size(out):
+        raise ValueError(f"toy {kind}: parameter canvas={out['canvas']} is too small for glyph={out['glyph']}: "
+                         f"valid canvas >= {size(out)} ({rule})")
     return out
 
 
@@ -437,21 +455,34 @@ def _file_lock(path: str) -> Iterator[None]:
         yield
 
 
+class NotACacheError(FileExistsError, ValueError):
+    """`out` holds files the toy generator did not write; nothing was removed."""
+
+
 def generate(kind: str, out: str, seed: int = 0, params: dict | None = None, progress: bool = True,
              force: bool = False) -> str:
-    """Generate the toy set into `out` once (atomically, under a lock); return `out`."""
+    """Generate the toy set into `out` once (atomically, under a lock); return `out`.
+
+    `out` must be absent, empty, or a toy set written here before: the generator lists its files in
+    `dart_files.json` (`dart.engine.owned`) and replaces only those. A folder holding anything else
+    is refused (NotACacheError) and nothing in it is removed."""
+    from ..engine import owned
     p = resolve_params(kind, params)
     out = os.path.abspath(out)
+    advice = "choose another data.root (or --out), or move those files away"
     with _file_lock(out.rstrip(os.sep) + ".lock"):
         if not force and is_complete(out, kind, seed, p):
             return out
-        if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, "meta.json")):
-            raise FileExistsError(f"{out} exists and is not a toy data cache; choose another data.root")
+        try:  # before generating: a folder that is not ours is refused at once
+            owned.check_replaceable(out, "the toy generator", advice)
+        except owned.NotOwnedError as e:
+            raise NotACacheError(str(e)) from None
         from tqdm import tqdm
         rng = np.random.default_rng(seed)
         make = GENERATORS[kind]
         tmp = tempfile.mkdtemp(prefix=".toy-", dir=os.path.dirname(out))
         try:
+            names = []
             for split in ("train", "val"):
                 n = p[f"{split}_size"]
                 chunk = 100
@@ -465,20 +496,31 @@ def generate(kind: str, out: str, seed: int = 0, params: dict | None = None, pro
                     ys.append(y)
                     for name, arr in (more[0] if more else {}).items():
                         extra.setdefault(name, []).append(arr)
-                np.save(os.path.join(tmp, f"{split}_x.npy"), np.concatenate(xs))
-                np.save(os.path.join(tmp, f"{split}_y.npy"), np.concatenate(ys))
-                for name, arrs in extra.items():
-                    np.save(os.path.join(tmp, f"{split}_{name}.npy"), np.concatenate(arrs))
+                arrays = {"x": xs, "y": ys, **extra}
+                names += [f"{split}_{a}.npy" for a in arrays]
+                owned.add(tmp, "dart.data.toy", names[-len(arrays):])
+                for a, parts in arrays.items():
+                    np.save(os.path.join(tmp, f"{split}_{a}.npy"), np.concatenate(parts))
+            owned.add(tmp, "dart.data.toy", ["meta.json"])
             with open(os.path.join(tmp, "meta.json"), "w") as f:
                 json.dump(_meta(kind, seed, p), f, indent=1)
-            if os.path.isdir(out):
-                shutil.rmtree(out)
-            os.replace(tmp, out)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what a plain mkdir gives
+            try:
+                owned.clear(out, "the toy generator", advice)  # only the files of a set written before
+            except owned.NotOwnedError as e:
+                raise NotACacheError(str(e)) from None
+            os.replace(tmp, out)  # onto an absent or empty folder
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder made above, nothing else
             raise
     _log.info("generated toy %s set (seed %d) in %s", kind, seed, out)
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray, dict]:

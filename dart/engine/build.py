@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import timm
 import torch.nn as nn
@@ -40,11 +41,45 @@ def model_kwargs(cfg: dict) -> dict:
     return kw
 
 
-def build_model(cfg: dict) -> nn.Module:
+def build_model(cfg: dict, weights_follow: bool = False, pretrained: str | None = None,
+                pretrained_file: str | None = None) -> nn.Module:
+    """The config's model. `weights_follow`: a checkpoint that holds every weight (a run's, an
+    official one) is loaded next, so a pretrained scorer trunk's own weights file is not read (it
+    may not be there where the run is evaluated, and its values would be overwritten anyway).
+    `pretrained`: a timm `name.tag` of published weights (an official DART checkpoint or a timm
+    baseline's) to load, from `pretrained_file` when given (timm's
+    `pretrained_cfg_overlay=dict(file=...)`), else from the Hugging Face hub or its local cache."""
     name, task = cfg["model"]["name"], cfg["task"]
     n = cfg["data"]["num_classes"]
     _try_register_mamba()
     kw = model_kwargs(cfg)
+    if (weights_follow or pretrained) and kw.get("scorer_trunk") == "pretrained_frozen":
+        kw["scorer_weights"] = False
+    if pretrained:
+        if task != "classification" or pretrained.split(".", 1)[0] != name:
+            raise ValueError(f"pretrained weights {pretrained} are for classification with model {name}")
+        try:
+            tag_cfg = timm.models.get_pretrained_cfg(pretrained)
+        except RuntimeError:  # timm: "Invalid pretrained tag"
+            tag_cfg = None
+        if "." in pretrained and tag_cfg is None:
+            known = timm.list_pretrained(f"{name}.*")
+            raise ValueError(f"{pretrained}: no such pretrained tag (known for {name}: {', '.join(known) or 'none'})")
+        if pretrained_file and not os.path.isfile(pretrained_file):
+            raise FileNotFoundError(f"{pretrained}: checkpoint file {pretrained_file} does not exist")
+        overlay = dict(file=pretrained_file) if pretrained_file else None
+        try:
+            return timm.create_model(pretrained, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=n, **kw)
+        except TypeError as e:
+            raise ValueError(f"config key 'model.kwargs' of {name}: {e}") from e
+        except FileNotFoundError as e:  # timm's own loader (grid baselines): not cached, no network
+            if str(e).startswith(pretrained):
+                raise  # ours (DART models): already names the file and the tag
+            from ..models._pretrained import unavailable
+            pc = timm.models.get_pretrained_cfg(pretrained)
+            raise FileNotFoundError(unavailable(pretrained, pc.hf_hub_id, pc.hf_hub_filename or "model.safetensors")) from e
+        except RuntimeError as e:  # timm's loader (baselines): a file that does not fit
+            raise ValueError(f"{pretrained}: {' '.join(str(e).split())[:300]}") from e
     if task == "segmentation":
         from ..models.segmentation import create_segmenter
         dec = dict(cfg["model"].get("decoder") or {})

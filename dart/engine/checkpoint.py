@@ -2,6 +2,7 @@
 that name the file, and seeding."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
@@ -59,13 +60,20 @@ def write_json_atomic(obj: Any, path: str) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1, sort_keys=False) + "\n").encode()))
 
 
+# Plain-data classes a checkpoint may hold besides tensors and containers: the official checkpoints
+# (DeiT's main.py) store their training arguments as an argparse.Namespace under 'args'.
+SAFE_GLOBALS = [argparse.Namespace]
+
+
 def load(path: str):
-    """torch.load with weights_only=True (no arbitrary code from a checkpoint file); a file that is
-    missing, empty, truncated, not a torch file or holding pickled objects is a CheckpointError."""
+    """torch.load with weights_only=True (no arbitrary code from a checkpoint file; `SAFE_GLOBALS`
+    allowed); a file that is missing, empty, truncated, not a torch file or holding other pickled
+    objects is a CheckpointError."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain containers, "

@@ -46,6 +46,7 @@ _HEAD_OUT = re.compile(r"^patch_embed\.spn\.(?:spn\.)*mlp\.net\.2\.weight$")
 
 _log = logging.getLogger(__name__)
 CONTAINER_KEYS = ("model_ema", "model", "state_dict", "module")
+CONTAINER_ORDER = ("model", "state_dict", "module", "model_ema")  # where a state dict is looked for
 
 
 @dataclass
@@ -57,6 +58,7 @@ class KeyMapReport:
     family: str = "unknown"
     head_version: Optional[str] = None  # the official scorer head: "v1" (per location) or "v2" (gate)
     official_convention: bool = False  # the tokenizer was switched to the official convention
+    entry: Optional[str] = None  # the checkpoint entry the weights were read from (None: top level)
 
     @property
     def complete(self) -> bool:
@@ -66,7 +68,8 @@ class KeyMapReport:
         def cut(items):
             items = list(items)
             return ", ".join(map(str, items[:limit])) + (f" ... (+{len(items) - limit})" if len(items) > limit else "")
-        parts = [f"{self.family} checkpoint: {len(self.mapped)} keys mapped"]
+        where = f"'{self.entry}'" if self.entry else "top-level tensors"
+        parts = [f"{self.family} checkpoint ({where}): {len(self.mapped)} keys mapped"]
         if self.unmapped:
             parts.append(f"{len(self.unmapped)} checkpoint keys did not map: {cut(self.unmapped)}")
         if self.missing:
@@ -82,7 +85,7 @@ class KeyMapReport:
         return "; ".join(parts)
 
     def as_dict(self) -> dict:
-        return {"family": self.family, "mapped": len(self.mapped), "unmapped": self.unmapped,
+        return {"family": self.family, "entry": self.entry, "mapped": len(self.mapped), "unmapped": self.unmapped,
                 "missing": self.missing,
                 "mismatched": [[s, d, list(a), list(b)] for s, d, a, b in self.mismatched],
                 "complete": self.complete, "head_version": self.head_version,
@@ -104,19 +107,35 @@ def evaluation_blockers(report: KeyMapReport) -> tuple[list[str], list[str]]:
     return blockers, allowed
 
 
-def extract_state_dict(obj) -> dict:
-    """The tensor dict inside a checkpoint: {'model': sd}, {'state_dict': sd}, or sd itself.
+def find_state_dict(obj, key: Optional[str] = None) -> tuple[Optional[str], dict]:
+    """(where it was read, the tensor dict) of a checkpoint: the first of 'model', 'state_dict',
+    'module', 'model_ema' that it holds (or `key`), else its top-level tensors (where: None).
 
-    An official checkpoint with an EMA copy is read from 'model' (the trained weights)."""
+    An official checkpoint with an EMA copy is read from 'model' (the trained weights). An entry
+    holding values that are not tensors is an error naming them: the weights are never read from
+    another entry in its place."""
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint holds a {type(obj).__name__}, not a dict of tensors")
-    for k in ("model", "state_dict", "module", "model_ema"):
-        if isinstance(obj.get(k), dict) and obj[k] and all(isinstance(v, torch.Tensor) for v in obj[k].values()):
-            return obj[k]
+    for k in (key,) if key else CONTAINER_ORDER:
+        sd = obj.get(k)
+        if isinstance(sd, dict) and sd:
+            other = [f"{n} ({type(v).__name__})" for n, v in sd.items() if not isinstance(v, torch.Tensor)]
+            if other:
+                raise ValueError(f"checkpoint entry {k!r} is not a state dict: {len(other)} of its values are not "
+                                 f"tensors ({', '.join(other[:5])}{' ...' if len(other) > 5 else ''}); no weights are "
+                                 f"read from another entry in its place")
+            return k, sd
+    if key:
+        raise ValueError(f"checkpoint has no {key!r} entry (top-level keys: {', '.join(map(str, obj))[:200]})")
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ValueError(f"no state dict in checkpoint (top-level keys: {', '.join(map(str, obj))[:200]})")
-    return tensors
+    return None, tensors
+
+
+def extract_state_dict(obj) -> dict:
+    """The tensor dict inside a checkpoint (`find_state_dict`)."""
+    return find_state_dict(obj)[1]
 
 
 def detect_family(keys) -> str:
@@ -191,21 +210,26 @@ def convert(state: dict, model_state: dict) -> tuple[dict, KeyMapReport]:
 
 
 def load_into(model: nn.Module, source, strict_shapes: bool = False,
-              log: Optional[Callable[[str], None]] = None) -> KeyMapReport:
+              log: Optional[Callable[[str], None]] = None, entry: Optional[str] = None,
+              convention: bool = True) -> KeyMapReport:
     """Load a checkpoint file or object into `model` through the key map; returns the report.
 
     Keys that do not map or do not fit are left out (the model keeps its own values for them);
-    with strict_shapes a shape mismatch raises instead.
+    with strict_shapes a shape mismatch raises instead. `entry` names the checkpoint entry to read
+    (e.g. 'model_ema'); by default `find_state_dict` picks it, and the report says which.
+    `convention=False` leaves the tokenizer as it was built (the engine builds it from a config
+    that already says which convention: `dart.engine.initialise.with_init_kwargs`).
     """
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         from .checkpoint import load
         source = load(source)
-    state = extract_state_dict(source)
+    where, state = find_state_dict(source, entry)
     new, report = convert(state, model.state_dict())
+    report.entry = where
     if strict_shapes and report.mismatched:
         raise ValueError("checkpoint shapes do not fit the model: " + report.summary())
     model.load_state_dict(new, strict=False)
-    if report.family in OFFICIAL_FAMILIES:
+    if report.family in OFFICIAL_FAMILIES and convention:
         report.official_convention = apply_official_convention(model, report.head_version)
     _log.info(report.summary())
     if log:

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import checkpoint as ckpt
 from . import distributed as dist_
+from . import runfolder
 from .build import build_model, input_shape, num_tokens
 from .compat import check_resume
 from .config import dump, yaml_load
@@ -171,22 +172,34 @@ def evaluate(model: nn.Module, loader, cfg: dict, info: dist_.DistInfo, skips: S
     n_classes = cfg["data"]["num_classes"]
     acc = MeanIoU(n_classes, info.device, IGNORE_INDEX) if seg else TopK(info.device, n_classes)
     n_img, t0 = 0, time.perf_counter()
+    nonfinite = ""  # the first batch whose outputs are not finite: a score of NaN logits is no score
     for i, (x, y, skipped) in enumerate(loader):
         skips.add(skipped)
         if max_batches is not None and i >= max_batches:
             break
-        if x is None:
+        if x is None or nonfinite:
             continue
         x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
-        with autocast(info.device, dtype):
-            out = model(x)
+        try:
+            with autocast(info.device, dtype):
+                out = model(x)
+        except FloatingPointError as e:  # a model's own finiteness check (DART's scores)
+            nonfinite = f"batch {i}: {e}"
+            continue
         out = out.float()
+        if not bool(torch.isfinite(out).all()):
+            nonfinite = f"batch {i}: the model's outputs are NaN or inf"
+            continue
         if seg and out.shape[-2:] != y.shape[-2:]:  # scored on the labels' own resolution
             out = F.interpolate(out, size=y.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.cross_entropy(out, y, ignore_index=IGNORE_INDEX).item() if seg else F.cross_entropy(out, y).item()
         acc.update(out, y, loss)
         n_img += x.shape[0]
     dt = time.perf_counter() - t0
+    # every rank learns whether any rank saw non-finite outputs (no rank waits alone in a collective)
+    bad = dist_.all_reduce_sum(torch.tensor([float(bool(nonfinite))], dtype=torch.float64, device=info.device), info)
+    if float(bad.item()) > 0:
+        raise FloatingPointError(f"non-finite values in the validation pass ({nonfinite or 'on another rank'})")
     res = acc.compute(info)
     tot = dist_.all_reduce_sum(torch.tensor([float(n_img)], dtype=torch.float64, device=info.device), info)
     res["eval_images_per_s"] = float(tot.item()) / max(dt, 1e-9)
@@ -207,10 +220,17 @@ def metric_record(cfg: dict, model: nn.Module, data_info: dict, info: dist_.Dist
 
 
 class Trainer:
-    def __init__(self, cfg: dict, resume: bool = False):
+    """One run into cfg["output_dir"]. Without `resume` the folder must be absent or empty; with
+    `overwrite` the run found there is replaced (`dart.engine.runfolder`: only the files it listed)."""
+
+    def __init__(self, cfg: dict, resume: bool = False, overwrite: bool = False):
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in the output folder and --overwrite replaces it: "
+                             "pass one of them")
         self.cfg = cfg
         self.out = cfg["output_dir"]
         self.resume = resume
+        self.overwrite = overwrite
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -220,20 +240,45 @@ class Trainer:
         set_deterministic(tr["deterministic"])
         info = dist_.init(tr["device"])
         self.info = info
-        log = setup_logging(self.out, info.is_main)
-        self.log = log
         try:
+            removed = []
+            if not self.resume:  # before anything is written there (every rank checks, rank 0 removes)
+                removed = runfolder.start_new_run(self.out, self.overwrite, remove=info.is_main)
+            if info.is_main:
+                runfolder.register(self.out, "config.yaml", "train.log")
+            log = setup_logging(self.out, info.is_main)
+            self.log = log
+            if removed:
+                log.info("--overwrite: removed the previous run's files from %s: %s", self.out, ", ".join(removed))
             return self._run(cfg, tr, info, log)
         finally:
             dist_.shutdown(info)
 
+    def _with_init_kwargs(self, cfg: dict, log, stored: Optional[dict] = None) -> dict:
+        """The config with the model kwargs its init checkpoint implies (the convention it was
+        trained under, its trunk's regime), so that every file of the run records them."""
+        from .initialise import with_init_kwargs
+        cfg, added = with_init_kwargs(cfg, stored)
+        if added:
+            log.info("model.init_checkpoint %s was trained with %s: the model is built so, and the run's "
+                     "config records it", cfg["model"]["init_checkpoint"],
+                     ", ".join(f"model.kwargs.{k}={v}" for k, v in added.items()))
+            self.cfg = cfg
+        return cfg
+
     def _run(self, cfg, tr, info, log) -> dict:
-        path_last = os.path.join(self.out, "checkpoint_last.pt")
+        path_last = os.path.join(self.out, runfolder.CHECKPOINT)
         state = None
         if self.resume:
+            if info.is_main and runfolder.restore_checkpoint(self.out):
+                log.info("%s was missing: restored it from %s (the same file under a second name)",
+                         path_last, runfolder.RESUME_LINK)
+            dist_.barrier(info)
             if os.path.isfile(path_last):
                 state = ckpt.load_run(path_last)
-                changed = check_resume(yaml_load(state["config_yaml"]), cfg, path_last)
+                stored = yaml_load(state["config_yaml"])
+                cfg = self._with_init_kwargs(cfg, log, stored)
+                changed = check_resume(stored, cfg, path_last)
                 log.info("resuming from %s (epoch %d done)", path_last, state["epoch"] + 1)
                 if "train.epochs" in changed:
                     log.warning("train.epochs changed from %s to %s: the learning-rate schedule stays the "
@@ -241,6 +286,8 @@ class Trainer:
                                 *changed["train.epochs"], changed["train.epochs"][0])
             else:
                 log.info("--resume: no checkpoint at %s, starting from scratch", path_last)
+        if state is None:
+            cfg = self._with_init_kwargs(cfg, log)
         if info.is_main:
             os.makedirs(self.out, exist_ok=True)
             with open(os.path.join(self.out, "config.yaml"), "w") as f:
@@ -270,11 +317,12 @@ class Trainer:
 
         # model, same initial weights on every rank
         ckpt.seed_everything(tr["seed"])
-        model = build_model(cfg)
+        # a checkpoint that fills the model follows (resumed or init): no pretrained-trunk file is read
+        model = build_model(cfg, weights_follow=state is not None or bool(cfg["model"].get("init_checkpoint")))
         cx = complexity(copy.deepcopy(model).cpu(), input_shape(cfg)) if info.is_main else {}
         if cfg["model"].get("init_checkpoint") and state is None:
-            from .keymap import load_into
-            report = load_into(model, cfg["model"]["init_checkpoint"], strict_shapes=False)
+            from .initialise import init_from_checkpoint  # the backbone must be filled, or an error
+            report = init_from_checkpoint(model, cfg["model"]["init_checkpoint"])
             log.info("initialised from %s: %s", cfg["model"]["init_checkpoint"], report.summary())
         model.to(info.device)
 
@@ -390,7 +438,13 @@ class Trainer:
             ev = cfg["eval"]
             if (epoch + 1) % ev["every"] == 0 or epoch + 1 == tr["epochs"]:
                 eval_model = ema.module if (ema is not None and ev["use_ema"]) else model
-                last_eval = evaluate(eval_model, val_loader, cfg, info, skips, ev["max_batches"])
+                try:
+                    last_eval = evaluate(eval_model, val_loader, cfg, info, skips, ev["max_batches"])
+                except FloatingPointError as e:
+                    raise NonFiniteLoss(
+                        f"non-finite values in the validation pass after epoch {epoch + 1}: {e}; stopping. The last "
+                        f"good checkpoint is kept: "
+                        f"{path_last if os.path.isfile(path_last) else 'none yet (failed in the first epoch)'}") from e
                 key = "miou" if cfg["task"] == "segmentation" else "top1"
                 hist["val_curve"].append({"epoch": epoch + 1, key: last_eval[key]})
                 log.info("epoch %d: train loss %.4f, %.1f img/s; val %s %.2f (loss %.4f)", epoch + 1,
@@ -404,6 +458,7 @@ class Trainer:
             all_skips = dist_.all_gather_object(skips.paths, info)
             hist["skipped"] = {p: r for d in all_skips for p, r in d.items()}
             if info.is_main:
+                runfolder.register(self.out, runfolder.CHECKPOINT, runfolder.RESUME_LINK)
                 ckpt.save_atomic({
                     "format": ckpt.FORMAT, "epoch": epoch, "global_step": global_step,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -411,6 +466,7 @@ class Trainer:
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "history": hist, "config_yaml": dump(cfg),
                 }, path_last)
+                runfolder.link_resume(self.out)
             dist_.barrier(info)
 
         # final record
@@ -433,6 +489,7 @@ class Trainer:
         if cfg["task"] != "segmentation":
             metrics.setdefault("top5", None)
         if info.is_main:
+            runfolder.register(self.out, "metrics.json")
             ckpt.write_json_atomic(metrics, os.path.join(self.out, "metrics.json"))
             main_key = "miou" if cfg["task"] == "segmentation" else "top1"
             log.info("done: %s %.2f, %.1f img/s, %.1f s training; metrics in %s", main_key, metrics[main_key],

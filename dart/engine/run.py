@@ -34,6 +34,6 @@ def load_run(run_dir: str, checkpoint: str = "checkpoint_last.pt", use_ema: bool
         if obj.get("ema") is None:
             raise ValueError(f"{path} has no EMA weights (train.ema was false)")
         state = {k.removeprefix("module."): v for k, v in obj["ema"].items()}
-    model = build_model(cfg)
+    model = build_model(cfg, weights_follow=True)
     model.load_state_dict(state)
     return cfg, model.eval()

@@ -4,8 +4,9 @@ from __future__ import annotations
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 # keyword arguments of every DART model that configure the tokenizer rather than the backbone
-TOKENIZER_KWARGS = ("num_tokens", "score_grid", "scorer", "scorer_pretrained", "scorer_input_size",
-                    "score_norm", "score_gate", "score_std_floor", "sampling", "quantile_eps")
+TOKENIZER_KWARGS = ("num_tokens", "score_grid", "scorer", "scorer_trunk", "scorer_weights",
+                    "scorer_input_size", "convention", "score_norm", "score_gate", "score_std_floor",
+                    "sampling", "quantile_eps", "scorer_bn", "score_head_init")
 
 
 def dart_cfg(input_size: int = 448, **kwargs) -> dict:
@@ -16,14 +17,6 @@ def dart_cfg(input_size: int = 448, **kwargs) -> dict:
         "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
         "first_conv": "patch_embed.proj", "classifier": "head", "license": "apache-2.0", **kwargs,
     }
-
-
-def refuse_pretrained(name: str, pretrained: bool) -> None:
-    if pretrained:
-        raise ValueError(
-            f"{name}: no weights are hosted for DART models. Build with pretrained=False and load an "
-            f"official checkpoint (darvit-*.pth / darvim-*.pth) with dart.evaluate --checkpoint, "
-            f"or your own with model.load_state_dict(torch.load(path, weights_only=True)).")
 
 
 def _check_count(name: str, value) -> None:

@@ -17,30 +17,26 @@ from timm.models.vision_transformer import VisionTransformer
 from ..tokenizer import DART, Partition
 from timm.models import generate_default_cfgs
 
-from ._common import dart_cfg, need_images, refuse_pretrained, split_tokenizer_kwargs, with_input_size
+from ._common import TOKENIZER_KWARGS, dart_cfg, need_images, split_tokenizer_kwargs, with_input_size
+from ._pretrained import checkpoint_filter_fn, default_cfgs_for, load_pretrained
+
+__all__ = ["DartVisionTransformer", "checkpoint_filter_fn"]
 
 
 class DartVisionTransformer(VisionTransformer):
     """ViT/DeiT whose tokens come from DART.
 
-    Extra arguments: num_tokens (token budget N), score_grid (g: scores and the learned position
-    table are g x g), scorer (name or module), scorer_pretrained, scorer_input_size, score_norm
-    ('image' or 'batch'), score_gate, score_std_floor (see `score_activation`), sampling
-    ('reference' or 'centred', see `sampling.sampling_grid`), quantile_eps (see `geometry.inverse_cdf`),
-    score_head_init ('zero': all scores equal at the start, the grid; 'default': PyTorch's init of the
-    last score layer). `img_size` is the
-    tokenizer's input size (448 for the paper's
-    "224" models).
+    Tokenizer arguments (`TOKENIZER_KWARGS`, passed to `DART`): num_tokens (token budget N),
+    score_grid (g: scores and the learned position table are g x g), scorer (name or module),
+    scorer_trunk ('pretrained_frozen', 'random_frozen', 'scratch'), scorer_weights,
+    scorer_input_size, convention ('ours' or 'official': the defaults of score_norm,
+    score_std_floor, sampling, quantile_eps, scorer_bn and score_head_init), score_gate. `img_size`
+    is the tokenizer's input size (448 for the paper's "224" models).
     """
 
     def __init__(self, img_size=448, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
-                 num_tokens: int = 196, score_grid: int = 14, scorer="mobilenetv3_small",
-                 scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
-                 score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
-                 sampling: str = "centred", quantile_eps: float = 1e-8, score_head_init: str = "zero",
-                 **kwargs):
-        if score_head_init not in ("zero", "default"):
-            raise ValueError(f"score_head_init must be 'zero' or 'default', got {score_head_init!r}")
+                 num_tokens: int = 196, score_grid: int = 14, scorer="mobilenetv3_small", **kwargs):
+        tok = {k: kwargs.pop(k) for k in TOKENIZER_KWARGS if k in kwargs}
         if kwargs.get("class_token") is False or kwargs.get("no_embed_class") or kwargs.get("reg_tokens"):
             raise ValueError("DART DeiT models use one class token with its own position embedding")
         if kwargs.get("dynamic_img_size"):
@@ -52,17 +48,9 @@ class DartVisionTransformer(VisionTransformer):
         self.patch_embed = DART(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
             num_tokens=num_tokens, score_grid=score_grid, scorer=scorer,
-            scorer_pretrained=scorer_pretrained, scorer_input_size=scorer_input_size,
-            score_norm=score_norm, score_gate=score_gate, score_std_floor=score_std_floor,
-            sampling=sampling, quantile_eps=quantile_eps, bias=not kwargs.get("pre_norm", False))
+            bias=not kwargs.get("pre_norm", False), **tok)
         if self.weight_init_mode != "skip":
             self.patch_embed.proj.reset_parameters()
-        head = getattr(self.patch_embed.scorer, "head", None)
-        if score_head_init == "default" and head is not None:
-            # PyTorch's default init of the last score layer: the scores start unequal (a random
-            # partition). With the zero init they start exactly equal (the grid); the geometry's
-            # straight-through clamp passes the partition's gradient there too, so both can learn.
-            head.fc2.reset_parameters()
 
     def tokenize(self, x: Tensor) -> tuple[Tensor, Partition]:
         """Tokens with position embeddings and the class token prepended, and the partition."""
@@ -118,19 +106,20 @@ class DartVisionTransformer(VisionTransformer):
 
 
 def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> DartVisionTransformer:
-    refuse_pretrained(variant, pretrained)
     tok, rest = split_tokenizer_kwargs(dict(kwargs))
     args = {**model_args, **tok, **rest}
-    model = build_model_with_cfg(DartVisionTransformer, variant, pretrained=False, **args)
-    return with_input_size(model)
+    # timm's loader cannot read the official files (see _pretrained): build bare, then load them
+    model = with_input_size(build_model_with_cfg(DartVisionTransformer, variant, pretrained=False, **args))
+    if pretrained:
+        load_pretrained(model, variant, cache_dir=args.get("cache_dir"))
+    return model
 
 
-default_cfgs = generate_default_cfgs({
-    name: dart_cfg() for name in (
-        "dart_deit_tiny_patch16_224", "dart_deit_tiny_patch16_224_121", "dart_deit_small_patch16_224",
-        "dart_deit_small_patch16_224_144", "dart_deit_small_patch16_224_288",
-        "dart_deit_small_patch16_224_392")
-})
+# a model with an official checkpoint has it as its default tag (`name.official_in1k`)
+default_cfgs = generate_default_cfgs(default_cfgs_for((
+    "dart_deit_tiny_patch16_224", "dart_deit_tiny_patch16_224_v2", "dart_deit_tiny_patch16_224_121",
+    "dart_deit_small_patch16_224", "dart_deit_small_patch16_224_144", "dart_deit_small_patch16_224_288",
+    "dart_deit_small_patch16_224_392")))
 
 TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, scorer="mobilenetv3_small")
 SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, scorer="mobilenetv3_large")
@@ -140,6 +129,14 @@ SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, scorer="mobile
 def dart_deit_tiny_patch16_224(pretrained=False, **kwargs) -> DartVisionTransformer:
     """DART DeiT-Ti, 196 tokens, MobileNetV3-Small scorer."""
     return _create("dart_deit_tiny_patch16_224", pretrained, dict(TINY, num_tokens=196), kwargs)
+
+
+@register_model
+def dart_deit_tiny_patch16_224_v2(pretrained=False, **kwargs) -> DartVisionTransformer:
+    """DART DeiT-Ti, 196 tokens, with the v2 scorer of the Vim models (MobileNetV3-Small features[:13],
+    channel-gate head, `sigmoid(2z)` gate): the official darvit-tiny-v2 checkpoint's model."""
+    return _create("dart_deit_tiny_patch16_224_v2", pretrained,
+                   dict(TINY, num_tokens=196, scorer="mobilenetv3_small_v2", score_gate="sigmoid2"), kwargs)
 
 
 @register_model

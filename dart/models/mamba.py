@@ -19,7 +19,7 @@ from timm.layers import DropPath, RmsNormFp32, lecun_normal_, to_2tuple, trunc_n
 
 from ..ops import causal_conv1d, conv_backend, conv_macs, scan_backend, scan_macs, selective_scan
 from ..tokenizer import DART
-from ._common import need_images
+from ._common import TOKENIZER_KWARGS, need_images
 
 
 class Mamba(nn.Module):
@@ -214,11 +214,11 @@ class VisionMamba(nn.Module):
                  drop_rate: float = 0., drop_path_rate: float = 0., norm_eps: float = 1e-5,
                  residual_in_fp32: bool = True, cls_position: str = "middle", divide_out: bool = True,
                  init_mode: str = "vim", tokenizer: str = "grid", num_tokens: int = 196,
-                 score_grid: int = 14, scorer="mobilenetv3_small_v2", scorer_pretrained: bool = False,
-                 scorer_input_size: Optional[int] = None, score_norm: str = "image",
-                 score_gate: str = "sigmoid2", score_std_floor: float = 1.0,
-                 sampling: str = "centred", quantile_eps: float = 1e-8):
+                 score_grid: int = 14, scorer="mobilenetv3_small_v2", **tokenizer_kwargs):
         super().__init__()
+        unknown = sorted(set(tokenizer_kwargs) - set(TOKENIZER_KWARGS))
+        if unknown:
+            raise TypeError(f"VisionMamba got unexpected keyword arguments: {', '.join(unknown)}")
         if cls_position not in ("middle", "front"):
             raise ValueError(f"cls_position must be 'middle' or 'front', got {cls_position!r}")
         if global_pool not in ("token", "avg"):
@@ -240,10 +240,7 @@ class VisionMamba(nn.Module):
                 raise ValueError("DART cuts its own patches: stride does not apply")
             self.patch_embed = DART(
                 img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
-                num_tokens=num_tokens, score_grid=score_grid, scorer=scorer,
-                scorer_pretrained=scorer_pretrained, scorer_input_size=scorer_input_size,
-                score_norm=score_norm, score_gate=score_gate, score_std_floor=score_std_floor,
-                sampling=sampling, quantile_eps=quantile_eps)
+                num_tokens=num_tokens, score_grid=score_grid, scorer=scorer, **tokenizer_kwargs)
             table = score_grid * score_grid
         else:
             raise ValueError(f"tokenizer must be 'grid' or 'dart', got {tokenizer!r}")

@@ -15,8 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._common import dart_cfg, refuse_pretrained, split_tokenizer_kwargs, with_input_size
+from ._common import dart_cfg, split_tokenizer_kwargs, with_input_size
+from ._pretrained import checkpoint_filter_fn, load_pretrained
 from .mamba import VisionMamba
+
+__all__ = ["VideoMamba", "checkpoint_filter_fn"]
 
 
 class VideoMamba(VisionMamba):
@@ -55,15 +58,17 @@ class VideoMamba(VisionMamba):
 
 
 def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict, dart: bool) -> VideoMamba:
-    refuse_pretrained(variant, pretrained)
     tok, rest = split_tokenizer_kwargs(dict(kwargs))
     if tok and not dart:
         raise ValueError(f"{variant} uses the grid tokenizer; {sorted(tok)} apply to dart_* models only")
     args = {**model_args, **tok, **rest}
     if dart:
         args["tokenizer"] = "dart"
-    model = build_model_with_cfg(VideoMamba, variant, pretrained=False, **args)
-    return with_input_size(model)
+    # timm's loader cannot read the official files (see _pretrained): build bare, then load them
+    model = with_input_size(build_model_with_cfg(VideoMamba, variant, pretrained=False, **args))
+    if pretrained:
+        load_pretrained(model, variant, cache_dir=args.get("cache_dir"))
+    return model
 
 
 def _grid_cfg(size: int) -> dict:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._common import dart_cfg, refuse_pretrained, split_tokenizer_kwargs, with_input_size
+from ._common import dart_cfg, split_tokenizer_kwargs, with_input_size
+from ._pretrained import checkpoint_filter_fn, default_cfgs_for, load_pretrained
 from .mamba import VisionMamba
+
+__all__ = ["Vim", "checkpoint_filter_fn"]
 
 
 class Vim(VisionMamba):
@@ -29,15 +32,17 @@ class Vim(VisionMamba):
 
 
 def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict, dart: bool) -> Vim:
-    refuse_pretrained(variant, pretrained)
     tok, rest = split_tokenizer_kwargs(dict(kwargs))
     if tok and not dart:
         raise ValueError(f"{variant} uses the grid tokenizer; {sorted(tok)} apply to dart_* models only")
     args = {**model_args, **tok, **rest}
     if dart:
         args["tokenizer"] = "dart"
-    model = build_model_with_cfg(Vim, variant, pretrained=False, **args)
-    return with_input_size(model)
+    # timm's loader cannot read the official files (see _pretrained): build bare, then load them
+    model = with_input_size(build_model_with_cfg(Vim, variant, pretrained=False, **args))
+    if pretrained:
+        load_pretrained(model, variant, cache_dir=args.get("cache_dir"))
+    return model
 
 
 def _grid_cfg(size: int) -> dict:
@@ -47,8 +52,9 @@ def _grid_cfg(size: int) -> dict:
 default_cfgs = generate_default_cfgs({
     "vim_tiny_patch16_224": _grid_cfg(224), "vim_small_patch16_224": _grid_cfg(224),
     "vim_tiny_patch16_448": _grid_cfg(448), "vim_small_patch16_448": _grid_cfg(448),
-    "dart_vim_tiny_patch16_224": dart_cfg(), "dart_vim_small_patch16_224": dart_cfg(),
-    "dart_vim_tiny_patch16_224_392": dart_cfg(), "dart_vim_small_patch16_224_392": dart_cfg(),
+    # the official checkpoints, each its model's default tag (`name.official_in1k`)
+    **default_cfgs_for(("dart_vim_tiny_patch16_224", "dart_vim_small_patch16_224", "dart_vim_tiny_patch16_224_392",
+                        "dart_vim_small_patch16_224_392")),
 })
 
 TINY = dict(patch_size=16, embed_dim=192, depth=24)

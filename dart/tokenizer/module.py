@@ -44,6 +44,31 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+# The tokenizer settings that differ between the official code and our defaults. `convention`
+# selects a column; a setting given explicitly overrides it. "official": how the official checkpoints
+# were trained (batch standardisation, the plain std, the reference's sample points, its +1e-8 terms,
+# the frozen trunk's BatchNorm in training mode, timm's init of the score head). "ours": per-image
+# standardisation (an image's tokens never depend on its batch-mates), a std floor of 1 (a scorer
+# that barely varies is not blown up into a full-contrast partition), centred sample points (the
+# exact grid at the nominal size), trunk statistics kept, a zero-initialised head (start from the
+# grid). README.md "What matches the reference implementation" and docs/engine.md give the measures.
+CONVENTIONS: dict[str, dict] = {
+    "official": dict(score_norm="batch", score_std_floor=0.0, sampling="reference",
+                     quantile_eps=geometry.REFERENCE_EPS, scorer_bn="train", score_head_init="official"),
+    "ours": dict(score_norm="image", score_std_floor=1.0, sampling="centred",
+                 quantile_eps=geometry.REFERENCE_EPS, scorer_bn="eval", score_head_init="zero"),
+}
+# the score gate of each scorer head (official: ScorePredNetV1 / V2); a scorer without a head: v1's
+GATES = {"v1": "sigmoid_offset", "v2": "sigmoid2", None: "sigmoid_offset"}
+
+
+def convention_settings(convention: str, **given) -> dict:
+    """The tokenizer settings of `convention`, with every setting in `given` that is not None."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    return {k: (given[k] if given.get(k) is not None else v) for k, v in CONVENTIONS[convention].items()}
+
+
 class DART(nn.Module):
     """Differentiable dynamic adaptive region tokenizer: (B, C, H, W) -> (B, N, D).
 
@@ -53,21 +78,31 @@ class DART(nn.Module):
     of resampled patches, so grid checkpoints load unchanged).
 
     The geometry is the reference implementation's (average re-binning, its +1e-8 terms: row and
-    patch edges within 1e-6 px of its outputs). Options that differ from it, each named:
-    score_norm ('image': per-image standardisation; 'batch': the reference; 'none': raw logits,
-    not in the paper, see `score_activation`), score_std_floor
+    patch edges within 1e-6 px of its outputs). `convention` ("ours", the default, or "official")
+    sets the options where we differ from it, each of which may also be given on its own (None:
+    the convention's, see `CONVENTIONS`): score_norm ('image': per-image standardisation; 'batch':
+    the reference; 'none': raw logits, not in the paper, see `score_activation`), score_std_floor
     (1: the spread is divided by max(std, 1); 0: the reference), sampling ('reference': its
-    left-aligned sample points, patches within 1e-4 of its own except within a pixel of a band seam;
-    'centred': sample-cell centres), quantile_eps (1e-8: the reference; 0: uniform scores give the
-    grid to 1e-9 cells). `use_official_convention()` sets all of them to the reference's.
+    left-aligned sample points and its strip's blend into the next band in a band's last pixel,
+    every patch within 1e-4 of its own, seams included: at most 2.1e-6 in float64, 2.3e-6 in
+    float32 on the golden maps and at uniform and near-uniform scores; 'centred': sample-cell
+    centres), quantile_eps (1e-8: the reference; 0: uniform scores give the grid to 1e-9 cells),
+    scorer_bn (a frozen trunk's BatchNorm: 'eval' keeps its statistics, 'train' as the reference),
+    score_head_init (the score head's last layer: 'zero' starts from the grid, 'official' timm's
+    truncated normal, 'default' PyTorch's; a v2 gate head cannot start from the grid and takes
+    'official'). score_gate (None: the scorer head's own, `GATES`). The scorer: `scorer` (a name of
+    `scorers.SCORERS` or a module), `scorer_trunk` (`scorers.TRUNK_REGIMES`), `scorer_weights` (the
+    trunk file of a pretrained trunk). `use_official_convention()` switches a built tokenizer to the
+    official settings.
     """
 
     def __init__(self, img_size=448, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
                  num_tokens: int = 196, score_grid: int = 14, scorer: str | nn.Module = "cnn",
-                 scorer_pretrained: bool = False, scorer_input_size: Optional[int] = None,
-                 score_norm: str = "image", score_gate: str = "sigmoid_offset", score_std_floor: float = 1.0,
-                 sampling: str = "centred", quantile_eps: float = geometry.REFERENCE_EPS,
-                 norm_layer: Optional[type] = None, bias: bool = True):
+                 scorer_trunk: str = "scratch", scorer_weights=None, scorer_input_size: Optional[int] = None,
+                 convention: str = "ours", score_norm: Optional[str] = None, score_gate: Optional[str] = None,
+                 score_std_floor: Optional[float] = None, sampling: Optional[str] = None,
+                 quantile_eps: Optional[float] = None, scorer_bn: Optional[str] = None,
+                 score_head_init: Optional[str] = None, norm_layer: Optional[type] = None, bias: bool = True):
         super().__init__()
         self.img_size = _pair(img_size)
         self.patch_size = patch_size
@@ -82,17 +117,25 @@ class DART(nn.Module):
                 f"at most {H * W // patch_size ** 2}")
         if self.grid < 1:
             raise ValueError(f"score_grid must be >= 1, got {score_grid}")
-        self.score_norm = score_norm
-        self.score_gate = score_gate
-        self.score_std_floor = float(score_std_floor)
-        if sampling not in sampling_conventions:
-            raise ValueError(f"sampling must be one of {sampling_conventions}, got {sampling!r}")
-        self.sampling = sampling
-        if not quantile_eps >= 0:
-            raise ValueError(f"quantile_eps must be >= 0, got {quantile_eps}")
-        self.quantile_eps = float(quantile_eps)
-        score_activation(torch.zeros(1, 1, 1), score_norm, score_gate, self.score_std_floor)  # validate now
-        self.scorer = create_scorer(scorer, in_chans, scorer_pretrained)
+        settings = convention_settings(convention, score_norm=score_norm, score_std_floor=score_std_floor,
+                                       sampling=sampling, quantile_eps=quantile_eps, scorer_bn=scorer_bn,
+                                       score_head_init=score_head_init)
+        self.score_norm = settings["score_norm"]
+        self.score_std_floor = float(settings["score_std_floor"])
+        if settings["sampling"] not in sampling_conventions:
+            raise ValueError(f"sampling must be one of {sampling_conventions}, got {settings['sampling']!r}")
+        self.sampling = settings["sampling"]
+        if not settings["quantile_eps"] >= 0:
+            raise ValueError(f"quantile_eps must be >= 0, got {settings['quantile_eps']}")
+        self.quantile_eps = float(settings["quantile_eps"])
+        self.scorer = create_scorer(scorer, in_chans, scorer_trunk, scorer_weights, settings["scorer_bn"])
+        head = getattr(self.scorer, "head", None)
+        if isinstance(scorer, str) and hasattr(head, "init_weights"):
+            want = getattr(head, "INIT_ALIASES", {}).get(settings["score_head_init"], settings["score_head_init"])
+            if want != head.init_mode:  # only when it differs: a redraw would shift the RNG stream
+                head.init_weights(want)
+        self.score_gate = score_gate or GATES.get(getattr(self.scorer, "head_version", None), "sigmoid_offset")
+        score_activation(torch.zeros(1, 1, 1), self.score_norm, self.score_gate, self.score_std_floor)  # validate now
         # the scorer sees a copy of the image at most its preferred size (224: the paper's GFLOPs)
         self.scorer_input_size = int(scorer_input_size or min(H, W, getattr(self.scorer, "input_size", 224)))
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size, bias=bias)
@@ -102,14 +145,36 @@ class DART(nn.Module):
         self.grid_size = (self.rows, math.ceil(self.num_tokens / self.rows))
         self.flatten = True
 
+    def settings(self) -> dict:
+        """The run-time settings a convention decides, as they are now (the head's init is past)."""
+        return {"score_norm": self.score_norm, "score_std_floor": self.score_std_floor,
+                "sampling": self.sampling, "quantile_eps": self.quantile_eps,
+                "scorer_bn": getattr(self.scorer, "bn_mode", None)}
+
+    @property
+    def convention(self) -> str:
+        """'official' or 'ours' when every setting a convention decides at run time is that
+        convention's (a trunk-less or trained trunk's BatchNorm mode does not count), else 'custom'."""
+        now = self.settings()
+        frozen = getattr(self.scorer, "frozen", False)
+        for name, ref in CONVENTIONS.items():
+            if all(now[k] == v for k, v in ref.items() if k in now and (k != "scorer_bn" or frozen)):
+                return name
+        return "custom"
+
     def use_official_convention(self) -> "DART":
         """Tokenise exactly as the official checkpoints were trained: batch standardisation of the
-        scores, no std floor (the paper's plain formula), the reference sampling convention.
+        scores, no std floor (the paper's plain formula), the reference sampling convention, and a
+        frozen trunk's BatchNorm in training mode (batch statistics, running statistics updated).
         Called by `dart.engine.keymap` when it loads an official darvit-*/darvim-* checkpoint."""
-        self.score_norm, self.score_std_floor, self.sampling = "batch", 0.0, "reference"
-        self.quantile_eps = geometry.REFERENCE_EPS
+        ref = CONVENTIONS["official"]
+        self.score_norm, self.score_std_floor = ref["score_norm"], ref["score_std_floor"]
+        self.sampling, self.quantile_eps = ref["sampling"], ref["quantile_eps"]
+        if hasattr(self.scorer, "bn_mode"):
+            self.scorer.bn_mode = ref["scorer_bn"]
+            self.scorer.train(self.scorer.training)
         _log.info("DART tokenizer set to the official convention: score_norm=batch, score_std_floor=0, "
-                  "sampling=reference, quantile_eps=%g", self.quantile_eps)
+                  "sampling=reference, quantile_eps=%g, scorer_bn=train", self.quantile_eps)
         return self
 
     def check_input(self, x: Tensor) -> None:

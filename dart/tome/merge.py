@@ -25,13 +25,15 @@ Merge = Callable[[Tensor], Tensor]
 
 
 def mergeable(num_tokens: int, r: int, protected: int = 1) -> int:
-    """How many tokens one matching can merge: at most the unprotected tokens of set A."""
+    """How many tokens one matching can merge: at most the unprotected tokens of set A, and at most
+    as many as set B holds (every merged A token needs a B partner). With no protected token this is
+    n // 2, so a matching never leaves fewer than ceil(n / 2) tokens, and one token stays one."""
     if r < 0:
         raise ValueError(f"ToMe merge count r must be >= 0, got {r}")
     if protected not in (0, 1):
         raise ValueError(f"protected tokens must be 0 or 1 (the class token), got {protected}")
-    size_a = (num_tokens + 1) // 2
-    return max(0, min(r, size_a - protected))
+    size_a, size_b = (num_tokens + 1) // 2, num_tokens // 2
+    return max(0, min(r, size_a - protected, size_b))
 
 
 def bipartite_soft_matching(metric: Tensor, r: int, protected: int = 1) -> tuple[Merge, int]:

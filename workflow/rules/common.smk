@@ -23,6 +23,7 @@ try:
     plan.check_datasets(config)
     plan.check_references(config)
     TRAIN_CONFIGS = {eid: plan.train_config_path(EXPERIMENTS[eid]["train"], REPO) for eid in TRAINED}
+    PUBLISHED_WEIGHTS = plan.published_weights(config, REPO)
 except plan.PlanError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
@@ -46,12 +47,24 @@ wildcard_constraints:
 
 # ------------------------------------------------------------------- settings Snakemake tracks
 # Every setting that changes a result is written to a file under results/<scale>/config/ that the
-# jobs reading it take as input. A file is rewritten only when its content changes (also by a dry
-# run), so its mtime moves exactly then and Snakemake reruns exactly the jobs it feeds.
+# jobs reading it take as input. A file is rewritten only when its content changes, so its mtime
+# moves exactly then and Snakemake reruns exactly the jobs it feeds. Only a run writes them (when
+# its DAG is built): a dry run, or a DAG printed without running it, writes nothing under the
+# working directory; it reads a changed file's new content from a copy in a temporary folder,
+# removed at exit, whose fresh mtime lists the jobs the change reruns.
+
+
+def _writes_settings():
+    """True when this invocation runs jobs (not a dry run, nor a DAG only printed)."""
+    return workflow.executor_plugin is not None and not workflow.dryrun
+
+
+def tracked_file(path, obj):
+    return plan.tracked_file(path, plan.dump_yaml(obj), write=_writes_settings())
 
 
 def tracked(name, obj):
-    return plan.write_if_changed(f"results/{SCALE}/config/{name}.yaml", plan.dump_yaml(obj))
+    return tracked_file(f"results/{SCALE}/config/{name}.yaml", obj)
 
 
 def _init_checkpoint(eid, seed):
@@ -59,23 +72,36 @@ def _init_checkpoint(eid, seed):
     return f"{plan.run_dir(config, src, seed)}/checkpoint_last.pt" if src else None
 
 
+# every run's engine config, resolved (and so checked) when the workflow is read; the files are
+# written when the DAG asks for them (run_config_file)
 try:
     RUN_CONFIGS = {
-        (eid, seed): tracked(f"runs/{eid}/seed{seed}",
-                             plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO))
+        (eid, seed): plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO)
         for eid in TRAINED for seed in SEEDS
     }
 except (plan.PlanError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 
-def run_config(wildcards):
-    key = (wildcards.exp, int(wildcards.seed))
+def _run_config_obj(eid, seed):
+    key = (eid, int(seed))
     if key not in RUN_CONFIGS:  # a seed outside `seeds` (the claim's extra seeds)
-        eid, seed = key
-        RUN_CONFIGS[key] = tracked(f"runs/{eid}/seed{seed}",
-                                   plan.run_config(config, eid, seed, _init_checkpoint(eid, seed), REPO))
+        RUN_CONFIGS[key] = plan.run_config(config, eid, key[1], _init_checkpoint(eid, key[1]), REPO)
     return RUN_CONFIGS[key]
+
+
+def run_config_file(eid, seed):
+    return tracked(f"runs/{eid}/seed{int(seed)}", _run_config_obj(eid, seed))
+
+
+def run_config_sha1(eid, seed):
+    """Digest of the run config this invocation planned: the training job checks its file still
+    holds it (another invocation may rewrite the file before the job starts)."""
+    return plan.text_sha1(plan.dump_yaml(_run_config_obj(eid, seed)))
+
+
+def run_config(wildcards):
+    return run_config_file(wildcards.exp, wildcards.seed)
 
 
 def data_settings(wildcards):
@@ -84,7 +110,7 @@ def data_settings(wildcards):
 
 def complexity_settings(wildcards):
     rows = {e: {k: EXPERIMENTS[e][k] for k in ("model", "model_kwargs")} for e in COMPLEXITY_GROUPS[wildcards.family]}
-    return plan.write_if_changed(f"results/config/complexity/{wildcards.family}.yaml", plan.dump_yaml(rows))
+    return tracked_file(f"results/config/complexity/{wildcards.family}.yaml", rows)
 
 
 def sweep_settings(wildcards):
@@ -108,7 +134,12 @@ def run_metrics(eid, seed):
 
 def finetune_input(wildcards):
     src = EXPERIMENTS[wildcards.exp]["finetune_from"]
-    return [run_metrics(src, wildcards.seed)] if src else []
+    return [run_metrics(src, wildcards.seed), _init_checkpoint(wildcards.exp, wildcards.seed)] if src else []
+
+
+def scorer_trunk_input(wildcards):
+    """The pretrained scorer trunk a run loads (model.kwargs.scorer_weights), when it names one."""
+    return plan.scorer_weights_input(_run_config_obj(wildcards.exp, wildcards.seed))
 
 
 def thread_override(threads):
@@ -153,6 +184,38 @@ def partition_outputs():
     return [f"results/{SCALE}/partitions/{PARTITIONS['experiment']}.png"]
 
 
+def published_outputs():
+    """The evaluations of the published weights (official checkpoints, timm baselines) at this scale."""
+    return [f"results/{SCALE}/published/{name}/eval.json" for name in PUBLISHED_WEIGHTS]
+
+
+# the published weights' jobs (rules/published.smk)
+PUBLISHED_FILES = {e["local_file"]: name for name, e in PUBLISHED_WEIGHTS.items()}
+
+
+# written when the workflow is parsed, like the runs' configs: an input file created while the DAG is
+# built may be missed by Snakemake's file inventory
+try:
+    PUBLISHED_CONFIGS = {name: tracked(f"published/{name}", plan.published_eval_config(config, name, REPO))
+                         for name in PUBLISHED_WEIGHTS}
+except (plan.PlanError, ValueError) as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+
+
+def published_settings(wildcards):
+    return PUBLISHED_CONFIGS[wildcards.name]
+
+
+def published_data(wildcards):
+    ds = config["scales"][SCALE]["published_weights"]["dataset"]
+    return f"data/toy/{ds}/meta.json" if ds in TOY_DATASETS else f"results/{SCALE}/data/{ds}.ok"
+
+
+def published_checkpoint(wildcards):
+    path = plan.published_checkpoint(config, wildcards.name, REPO)
+    return [path] if path else []
+
+
 def tokenizer_bench_outputs():
     return [f"results/{SCALE}/bench/tokenizer_split.csv"] if TOKENIZER_BENCH else []
 
@@ -161,7 +224,8 @@ def tokenizer_bench_outputs():
 # another scale's has its own file, so a paper or smoke run never overwrites the toy report.
 REPORT = plan.report_path(SCALE)
 AGGREGATE_SETTINGS = {"experiments": EXPERIMENTS, "groups": COMPLEXITY_GROUPS, "scale": SCALE,
-                      "rows_scale": plan.rows_scale(config), "smoke": SMOKE, "tolerance": config["tolerance"]}
+                      "rows_scale": plan.rows_scale(config), "smoke": SMOKE, "tolerance": config["tolerance"],
+                      "published_weights": PUBLISHED_WEIGHTS}
 
 
 def benchmark_outputs(wildcards):
@@ -169,10 +233,11 @@ def benchmark_outputs(wildcards):
     out = [f"results/{SCALE}/benchmarks/aggregate.tsv"]
     out += [f"results/{SCALE}/benchmarks/train/{e}_seed{s}.tsv" for e in TRAINED for s in SEEDS]
     out += [f"results/{SCALE}/benchmarks/evaluate/{e}_seed{s}.tsv" for e in TRAINED for s in SEEDS]
-    out += [f"results/benchmarks/complexity/{f}.tsv" for f in COMPLEXITY_GROUPS]
+    out += [f"results/{SCALE}/benchmarks/complexity/{f}.tsv" for f in COMPLEXITY_GROUPS]
     out += [f"results/{SCALE}/benchmarks/throughput/{s}.tsv" for s in SWEEPS]
     if PARTITIONS:
         out.append(f"results/{SCALE}/benchmarks/partitions/{PARTITIONS['experiment']}.tsv")
     if TOKENIZER_BENCH:
         out.append(f"results/{SCALE}/benchmarks/tokenizer_bench.tsv")
+    out += [f"results/{SCALE}/benchmarks/evaluate_published/{n}.tsv" for n in PUBLISHED_WEIGHTS]
     return out

@@ -15,7 +15,7 @@ rule complexity:
     log:
         "results/logs/complexity/{family}.log",
     benchmark:
-        "results/benchmarks/complexity/{family}.tsv"
+        f"results/{SCALE}/benchmarks/complexity/{{family}}.tsv"
     threads: 1
     resources:
         mem_mb=8000,

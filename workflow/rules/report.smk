@@ -4,7 +4,7 @@
 rule partitions:
     """DART partition pictures of a few validation images, from a trained run."""
     input:
-        config=lambda wc: RUN_CONFIGS[(wc.exp, SEEDS[0])],
+        config=lambda wc: run_config_file(wc.exp, SEEDS[0]),
         settings=lambda wc: tracked("partitions", PARTITIONS),
         metrics=f"runs/{SCALE}/{{exp}}/seed{SEEDS[0]}/metrics.json",
     output:
@@ -38,12 +38,14 @@ rule aggregate:
         evals=eval_outputs(),
         benches=sweep_outputs(),
         machine=sweep_machine_outputs(),
+        weights=published_outputs(),
     output:
         runs=f"results/{SCALE}/tidy/runs.csv",
         complexity=f"results/{SCALE}/tidy/complexity.csv",
         throughput=f"results/{SCALE}/tidy/throughput.csv",
         comparison=f"results/{SCALE}/tidy/comparison.csv",
         claims=f"results/{SCALE}/tidy/claims.csv",
+        published_weights=f"results/{SCALE}/tidy/published_weights.csv",
     params:
         **AGGREGATE_SETTINGS,
     log:

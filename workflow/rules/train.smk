@@ -1,9 +1,12 @@
 # Training and evaluation: `python -m dart.train` (torchrun with more than one GPU) and
-# `python -m dart.evaluate`. A run folder is runs/<scale>/<experiment>/seed<seed>/; only its
-# metrics.json is declared as output, so the checkpoints survive an interruption and
-# `--resume` continues from checkpoint_last.pt. Both read the run's tracked config
-# (results/<scale>/config/runs/...): a changed setting reruns the run, and the run starts afresh
-# (workflow/scripts/prepare_run.py) instead of resuming a checkpoint trained under other settings.
+# `python -m dart.evaluate`. A run folder is runs/<scale>/<experiment>/seed<seed>/; its metrics.json
+# and checkpoint_last.pt are the training job's outputs (a deleted checkpoint reruns the training
+# job, not only what reads it). Snakemake removes a job's outputs before rerunning it and after it
+# fails, so `--resume` finds the last epoch under the checkpoint's second name,
+# checkpoint_resume.pt (a hard link dart.train keeps): an interrupted run continues where it
+# stopped. Both read the run's tracked config (results/<scale>/config/runs/...): a changed setting
+# reruns the run, and the run starts afresh (workflow/scripts/prepare_run.py removes the files the
+# previous run listed) instead of resuming a checkpoint trained under other settings.
 
 
 rule train:
@@ -11,11 +14,14 @@ rule train:
         config=run_config,
         data=lambda wc: data_ready(wc.exp),
         init=finetune_input,
+        scorer_trunk=scorer_trunk_input,
     output:
-        f"runs/{SCALE}/{{exp}}/seed{{seed}}/metrics.json",
+        metrics=f"runs/{SCALE}/{{exp}}/seed{{seed}}/metrics.json",
+        checkpoint=f"runs/{SCALE}/{{exp}}/seed{{seed}}/checkpoint_last.pt",
     params:
-        run_dir=lambda wc, output: str(Path(output[0]).parent),
+        run_dir=lambda wc, output: str(Path(output.metrics).parent),
         prepare=str(WORKFLOW_DIR / "scripts" / "prepare_run.py"),
+        planned=lambda wc: run_config_sha1(wc.exp, wc.seed),
         launcher=lambda wc, resources: plan.launcher(resources.gpu),
         threads=lambda wc, threads: thread_override(threads),
     log:
@@ -34,7 +40,7 @@ rule train:
     conda:
         "../envs/torch.yaml"
     shell:
-        "(python {params.prepare} {params.run_dir} {input.config} && "
+        "(python {params.prepare} {params.run_dir} {input.config} {params.planned} && "
         "{params.launcher} dart.train --config {input.config} --output-dir {params.run_dir} --resume "
         "{params.threads}) > {log} 2>&1"
 
@@ -43,10 +49,10 @@ rule evaluate:
     input:
         config=run_config,
         metrics=f"runs/{SCALE}/{{exp}}/seed{{seed}}/metrics.json",
+        checkpoint=f"runs/{SCALE}/{{exp}}/seed{{seed}}/checkpoint_last.pt",
     output:
         f"results/{SCALE}/eval/{{exp}}/seed{{seed}}.json",
     params:
-        checkpoint=lambda wc, input: str(Path(input.metrics).parent / "checkpoint_last.pt"),
         threads=lambda wc, threads: thread_override(threads),
     log:
         f"results/logs/{SCALE}/evaluate/{{exp}}_seed{{seed}}.log",
@@ -60,5 +66,5 @@ rule evaluate:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m dart.evaluate --config {input.config} --checkpoint {params.checkpoint} --out {output} "
+        "python -m dart.evaluate --config {input.config} --checkpoint {input.checkpoint} --out {output} "
         "{params.threads} > {log} 2>&1"

@@ -6,6 +6,8 @@ Outputs (one row per observation, long where it helps plotting):
 - throughput.csv  every benchmark sweep's rows, with a `sweep` column
 - comparison.csv  one row per (published row, metric): published, ours, delta, verdict
 - claims.csv      the paper's headline claims with the published and the measured figure
+- published_weights.csv  one row per published checkpoint evaluated here (official DART files, the
+                  grid baselines' timm weights): its published top-1, ours, delta, verdict
 
 Verdicts: "matches" (within the config's tolerance), "differs", "not run at this scale"
 (the number needs a run this scale does not make, e.g. ImageNet top-1 at toy scale),
@@ -26,24 +28,30 @@ MATCH, DIFF, NOT_RUN, NOT_BUILT, NO_COUNT, SMOKE = (
     "matches", "differs", "not run at this scale", "not built", "not measured", "smoke: not a result")
 VERDICTS = (MATCH, DIFF, NOT_RUN, NOT_BUILT, NO_COUNT, SMOKE)
 # What a verdict rests on. Token counts get no verdict: the model name fixes them.
-COUNTED, MEASURED, TRAINED, TRAINED_TOY, PUBLISHED_ONLY, SMOKE_RUN, FIXED = (
+COUNTED, MEASURED, TRAINED, TRAINED_TOY, PUBLISHED_ONLY, SMOKE_RUN, FIXED, OFFICIAL_EVAL = (
     "counted from code", "measured here", "trained here", "trained here at toy scale", "published only",
-    "smoke run", "fixed by the model name")
-EVIDENCE = (COUNTED, MEASURED, TRAINED, TRAINED_TOY, PUBLISHED_ONLY, SMOKE_RUN)
+    "smoke run", "fixed by the model name", "official checkpoint, evaluated here")
+EVIDENCE = (COUNTED, MEASURED, TRAINED, TRAINED_TOY, OFFICIAL_EVAL, PUBLISHED_ONLY, SMOKE_RUN)
 
 
 def evidence_of(metric: str, verdict_: str, smoke: bool = False) -> str:
-    """The kind of evidence a comparison cell's verdict rests on."""
+    """The kind of evidence a comparison cell's verdict rests on. A published checkpoint evaluated
+    here is its own kind, smoke run or not (the verdict says "smoke: not a result" there)."""
     if metric == "patches":
         return FIXED
+    if metric == "top1_official":
+        return OFFICIAL_EVAL
     if verdict_ in (NOT_RUN, NOT_BUILT, NO_COUNT, ""):
         return PUBLISHED_ONLY
     if metric == "top1":
         return SMOKE_RUN if smoke else TRAINED
     return COUNTED
-METRICS = ("params_m", "patches", "gmacs", "top1")
+# top1_official: the published weights of the row's model (official checkpoint or timm baseline),
+# evaluated here; compared with the published top-1 within tolerance.official_top1
+METRICS = ("params_m", "patches", "gmacs", "top1", "top1_official")
 # published.csv's column for each of our metrics (its "gflops" are multiply-accumulates)
-PUBLISHED_COLUMN = {"params_m": "params_m", "patches": "patches", "gmacs": "gflops", "top1": "top1"}
+PUBLISHED_COLUMN = {"params_m": "params_m", "patches": "patches", "gmacs": "gflops", "top1": "top1",
+                    "top1_official": "top1"}
 
 
 def norm_kwargs(text) -> str:
@@ -85,6 +93,8 @@ def verdict(metric: str, published, ours, tol: dict, run_here: bool = True) -> t
         ok = abs(delta) < 0.5
     elif metric == "top1":
         ok = abs(delta) <= tol["top1"] + 1e-9
+    elif metric == "top1_official":
+        ok = abs(delta) <= tol.get("official_top1", 0.3) + 1e-9
     else:
         raise ValueError(metric)
     return delta, MATCH if ok else DIFF
@@ -110,10 +120,12 @@ def check_eval_source(ev: dict, path: str) -> None:
     """Refuse an eval whose weights are not known to be the checkpoint's: it must name its source, and
     an official checkpoint's key map must be complete (dart.evaluate records it under source.keymap)."""
     src = ev.get("source")
-    if not isinstance(src, dict) or src.get("kind") not in ("run", "official"):
+    if not isinstance(src, dict) or src.get("kind") not in ("run", "official", "pretrained"):
         raise ValueError(f"{path}: no record of the checkpoint it evaluated (source.kind); re-run dart.evaluate")
     km = src.get("keymap") or {}
-    if src["kind"] == "official" and km.get("complete") is not True:
+    # an official checkpoint (by file or by tag) must have been loaded whole; timm's own loader
+    # (baselines by tag) loads strictly and records no key map
+    if (src["kind"] == "official" or "keymap" in src) and km.get("complete") is not True:
         left = [*km.get("unmapped", []), *km.get("missing", []), *[m[1] for m in km.get("mismatched", [])]]
         raise ValueError(f"{path}: the checkpoint's key map is not complete ({len(left)} keys not loaded: "
                          f"{', '.join(map(str, left[:10]))}); its score is not the checkpoint's")
@@ -193,9 +205,15 @@ def _paper_gmacs(c) -> float:
 
 
 def comparison_table(published: pd.DataFrame, complexity: pd.DataFrame, runs: pd.DataFrame,
-                     experiments: dict, scale: str, tol: dict, smoke: bool = False) -> pd.DataFrame:
+                     experiments: dict, scale: str, tol: dict, smoke: bool = False,
+                     weights: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every published cell beside ours. Ours: full-size counts for params/GMACs/tokens; top-1 from
-    this scale's runs of the same model (mean over seeds), when this scale trains it."""
+    this scale's runs of the same model (mean over seeds), when this scale trains it; beside the
+    top-1, that of the model's published weights evaluated here (`weights`, from
+    `published_weights_table`; rows without model_kwargs), when this scale evaluates them."""
+    official_top1 = {}
+    if weights is not None and len(weights):
+        official_top1 = {m: t for m, t in zip(weights["model"], weights["top1"])}
     by_key = {}
     for _, c in complexity.iterrows():
         by_key.setdefault((c["model"], norm_kwargs(c["model_kwargs"])), c)
@@ -214,8 +232,11 @@ def comparison_table(published: pd.DataFrame, complexity: pd.DataFrame, runs: pd
                 # counted as the published row was (== gmacs except Mamba rows; bench/complexity.py)
                 "gmacs": _paper_gmacs(c) if c is not None else math.nan,
                 "patches": c["num_tokens"] if c is not None else math.nan,
-                "top1": top1}
+                "top1": top1,
+                "top1_official": official_top1.get(pub["model"], math.nan) if not pub["model_kwargs"] else math.nan}
         for metric in METRICS:
+            if metric == "top1_official" and (not built or math.isnan(_num(ours[metric]))):
+                continue  # no published weights of this row's model evaluated here
             pv = pub.get(PUBLISHED_COLUMN[metric])
             if metric == "patches" and not str(pv).strip().isdigit():
                 continue  # "dynamic": no fixed token count to compare
@@ -227,8 +248,8 @@ def comparison_table(published: pd.DataFrame, complexity: pd.DataFrame, runs: pd
                 delta, v = verdict(metric, pv, ours[metric], tol, run_here=bool(ids))
                 if metric == "patches":
                     v = ""  # the model name fixes the token count: nothing to reproduce
-                elif metric == "top1" and smoke and v in (MATCH, DIFF):
-                    delta, v = math.nan, SMOKE  # two steps on fake data: a difference means nothing
+                elif metric in ("top1", "top1_official") and smoke and v in (MATCH, DIFF):
+                    delta, v = math.nan, SMOKE  # two steps / made-up weights on fake data: means nothing
             out.append({"table": pub["table"], "row": i, "model": pub["model"],
                         "model_kwargs": pub["model_kwargs"], "backbone": pub["backbone"],
                         "tokenizer": pub.get("tokenizer"), "scorer": pub.get("scorer"),
@@ -236,6 +257,40 @@ def comparison_table(published: pd.DataFrame, complexity: pd.DataFrame, runs: pd
                         "published": _num(pv), "ours": _num(ours[metric]) if built else math.nan,
                         "delta": delta, "verdict": v, "evidence": evidence_of(metric, v, smoke)})
     return pd.DataFrame(out)
+
+
+def published_weights_table(paths: Iterable[str], weights: dict, tol: dict, smoke: bool = False) -> pd.DataFrame:
+    """One row per published checkpoint evaluated here (results/<scale>/published/<tag>/eval.json):
+    where it came from, its published top-1 (None: no published row), ours, delta and verdict
+    (within tolerance.official_top1). An eval that is not of published weights, or whose key map is
+    not complete, is refused (`check_eval_source`)."""
+    rows = []
+    for p in paths:
+        name = Path(p).parent.name if Path(p).name == "eval.json" else Path(p).name.removesuffix(".json")
+        with open(p) as f:
+            ev = json.load(f)
+        check_eval_source(ev, p)
+        src = ev["source"]
+        if src["kind"] != "pretrained" or src.get("name") != name:
+            raise ValueError(f"{p}: not the evaluation of the published weights {name} (source: {src.get('name')})")
+        w = weights.get(name, {})
+        pub = w.get("published_top1")
+        delta, v = verdict("top1_official", pub if pub is not None else math.nan, ev.get("top1"), tol)
+        if smoke and v in (MATCH, DIFF):
+            delta, v = math.nan, SMOKE
+        rows.append({"name": name, "kind": w.get("kind", ""), "model": ev.get("model"), "file": w.get("file", ""),
+                     "source": src.get("file", ""), "published_top1": _num(pub), "top1": _num(ev.get("top1")),
+                     "top5": _num(ev.get("top5")), "delta": delta, "verdict": v,
+                     "evidence": OFFICIAL_EVAL if v else "", "val_samples": ev.get("val_samples"),
+                     "dataset": ev.get("dataset"), "img_size": ev.get("img_size"), "amp": ev.get("amp"),
+                     "device": ev.get("device"), "transform_differs": ";".join(src.get("transform_differs") or []),
+                     "wall_s": _num(ev.get("wall_s"))})
+    cols = ["name", "kind", "model", "file", "source", "published_top1", "top1", "top5", "delta", "verdict",
+            "evidence", "val_samples", "dataset", "img_size", "amp", "device", "transform_differs", "wall_s"]
+    order = list(weights)
+    df = pd.DataFrame(rows, columns=cols)
+    return df.assign(_o=df["name"].map(lambda n: order.index(n) if n in order else len(order))).sort_values(
+        "_o", ignore_index=True).drop(columns="_o")
 
 
 def row_label(pub) -> str:
@@ -463,19 +518,21 @@ def read_machine(paths: Iterable[str]) -> dict:
 def aggregate(*, published: str, complexity: list[str], metrics: list[str], evals: list[str],
               benches: list[str], experiments: dict, groups: dict, scale: str, tolerance: dict,
               outdir: str, rows_scale: str | None = None, smoke: bool = False,
-              machine: Iterable[str] = ()) -> dict:
+              machine: Iterable[str] = (), weights: Iterable[str] = (),
+              published_weights: dict | None = None) -> dict:
     os.makedirs(outdir, exist_ok=True)
     pub = read_published(published)
     comp = complexity_table(complexity, experiments, groups)
     runs = runs_table(metrics, evals, experiments)
     thr = throughput_table(benches)
+    pw = published_weights_table(weights, published_weights or {}, tolerance, smoke=smoke)
     rows = rows_scale or scale  # the smoke scale trains the paper's rows
-    cmp_ = comparison_table(pub, comp, runs, experiments, rows, tolerance, smoke=smoke)
+    cmp_ = comparison_table(pub, comp, runs, experiments, rows, tolerance, smoke=smoke, weights=pw)
     claims = claims_table(pub, comp, thr, runs, experiments, rows, tolerance, smoke=smoke,
                           machine=read_machine(machine))
     paths = {}
     for name, df in (("runs", runs), ("complexity", comp), ("throughput", thr), ("comparison", cmp_),
-                     ("claims", claims)):
+                     ("claims", claims), ("published_weights", pw)):
         paths[name] = os.path.join(outdir, f"{name}.csv")
         df.to_csv(paths[name], index=False)
     return paths
@@ -486,7 +543,8 @@ def _from_snakemake(smk) -> None:  # pragma: no cover - exercised by the workflo
               metrics=list(smk.input.metrics), evals=list(smk.input.evals), benches=list(smk.input.benches),
               experiments=smk.params.experiments, groups=smk.params.groups, scale=smk.params.scale,
               tolerance=smk.params.tolerance, outdir=os.path.dirname(smk.output.comparison),
-              rows_scale=smk.params.rows_scale, smoke=smk.params.smoke, machine=list(smk.input.machine))
+              rows_scale=smk.params.rows_scale, smoke=smk.params.smoke, machine=list(smk.input.machine),
+              weights=list(smk.input.weights), published_weights=smk.params.published_weights)
 
 
 if "snakemake" in globals():  # run by Snakemake's `script:` directive

@@ -99,6 +99,19 @@ def partitions(model, dataset, max_images: int = 200, batch: int = 50) -> dict:
     return _merge_stats(stats)
 
 
+METHOD_OF_CONVENTION = {"official": "published", "ours": "ours"}
+TRUNK_NAMES = {"pretrained_frozen": "pretrained-frozen", "random_frozen": "random-frozen", "scratch": "scratch"}
+
+
+def dart_variant(model) -> dict:
+    """Which DART a run is: `method` "published" (the official convention), "ours" (our defaults)
+    or "custom" (a mix); `trunk` its scorer trunk's regime; `scorer` the scorer's name."""
+    from dart.viz import find_tokenizer
+    tok = find_tokenizer(model)
+    return {"method": METHOD_OF_CONVENTION.get(tok.convention, "custom"), "scorer": tok.scorer.name,
+            "trunk": TRUNK_NAMES.get(getattr(tok.scorer, "regime", None), "none")}
+
+
 def gmacs(model, cfg) -> float:
     from bench.complexity import count_model
     from dart.engine.build import input_shape
@@ -147,22 +160,24 @@ def measure_run(run: str, tome_target: float | None = None) -> dict:
     task = cfg["task"]
     metric = METRIC_OF_TASK[task]
     rec = {"run": run, "task": task, "model": cfg["model"]["name"], "seed": cfg["train"]["seed"],
-           "img_size": cfg["data"]["img_size"], "method": "dart" if cfg["model"]["name"].startswith("dart_")
+           "img_size": cfg["data"]["img_size"], "tokenizer": "dart" if cfg["model"]["name"].startswith("dart_")
            else "grid", "metric": metric, "train_" + metric: metrics.get(metric), "wall_s": metrics.get("wall_s")}
+    if rec["tokenizer"] == "dart":
+        rec.update(dart_variant(model))
     if tome_target is not None:
         from dart.tome import apply_tome, tokens_after
         if task != "classification":
             raise SystemExit(f"--tome-match: ToMe is applied to classification runs, {run} is {task}")
         r = pick_tome_r(model, cfg, tome_target)
         apply_tome(model, r)
-        rec.update(method="tome", tome_r=r, target_gmacs=tome_target,
+        rec.update(tokenizer="tome", tome_r=r, target_gmacs=tome_target,
                    tokens_per_block=tokens_after(int(num_tokens(model)) + 1, r, len(model.blocks)))
     rec["gmacs"] = gmacs(model, cfg)
     rec["num_tokens"] = int(num_tokens(model))
     model.eval()
     if task == "classification":
         boxes = detail_boxes(cfg)
-        rec.update(top1_and_partitions(model, val_loader(cfg), dart=rec["method"] == "dart",
+        rec.update(top1_and_partitions(model, val_loader(cfg), dart=rec["tokenizer"] == "dart",
                                        num_classes=cfg["data"]["num_classes"], boxes=boxes))
         if boxes is not None:  # what a grid of the same N spends on the pattern: N * its area share
             share = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean() / cfg["data"]["img_size"] ** 2
@@ -173,7 +188,7 @@ def measure_run(run: str, tome_target: float | None = None) -> dict:
         rec[metric] = metrics[metric]
         rec["val_images"] = metrics.get("val_samples")
         rec["floor"] = constant_floor([val[i][1] for i in range(len(val))], task, cfg["data"]["num_classes"])
-        if rec["method"] == "dart":
+        if rec["tokenizer"] == "dart":
             rec.update(partitions(model, val))
     return rec
 

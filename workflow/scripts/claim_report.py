@@ -7,7 +7,8 @@ workflow/templates/claim.html.j2, which extends the reports' base.html.j2).
 
 Each measure JSON holds one experiment's records (one per seed, `claim_measure.py`). `--roles` gives
 each JSON's row, in the same order: a role of ROWS (grid_low, dart_n, dart_2n, grid_4n, tome, ...)
-on the detail set, or TASK:ROLE for the same regime on another toy task (segmentation, video).
+on the detail set, TASK:ROLE for the same regime on another toy task (segmentation, video), or
+ablation:NAME for a DART-N variant of the ablation.
 
 The page is built from data: its rows from ROWS (role -> short name, description), its columns
 from COLUMNS (machine name -> words, unit); summary.csv and verdicts.csv keep the machine names. A
@@ -33,6 +34,8 @@ ROWS = {  # role -> (short name, what it stands for in the paper)
     "dart_n": ("DART-N", "DART, N tokens, full resolution, scorer on the downsampled copy (DART at 448)"),
     "dart_n_uniform": ("DART-N at the grid", "DART-N with its partition held at the grid (a control: DART's "
                        "resampling at full resolution without adapting)"),
+    "dart_n_ours": ("DART-N, our defaults", "DART-N under our defaults (convention ours) instead of the "
+                    "published ones"),
     "dart_2n": ("DART-2N", "DART, 2N tokens, full resolution (the 392-token row)"),
     "grid_4n": ("grid-4N", "grid, 4N tokens, full resolution (DeiT-S at 384, the upper bound)"),
     "tome": ("ToMe", "ToMe on the trained full-resolution grid, r matched to DART-N's GMACs (no retraining)"),
@@ -44,6 +47,8 @@ ADAPT = ("area_cv", "area_min_frac", "area_max_frac", "band_height_cv", "patches
 FINDS_DETAIL = 1.5
 METRIC_NAMES = {"top1": "top-1", "miou": "mIoU"}
 TASKS = ("segmentation", "video")  # other toy tasks the regime is run on (TASK:role)
+# the ablation's DART-N variants on the detail set (ablation:NAME, any name; claim.ablation)
+ABLATION = "ablation"
 # record fields that describe a run rather than measure it: one row cannot stand for seeds that
 # differ in them
 VARIANT_FIELDS = ("method", "trunk")
@@ -133,8 +138,9 @@ UPPER_REFERENCE = "grid_4n"  # the role that shows a task can be learned at all
 
 
 def _name(role: str) -> str:
+    """A role's short name (an ablation variant: its own name, in words)."""
     base = role.rpartition(":")[2]
-    return ROWS[base][0] if base in ROWS else role
+    return ROWS[base][0] if base in ROWS else base.replace("_", " ")
 
 
 def _unlearned(r: dict) -> bool:
@@ -356,7 +362,9 @@ COLUMNS = {
     "role": Column("run"),
     "task": Column("task"),
     "model": Column("model", "timm name"),
+    "tokenizer": Column("tokenizer"),
     "method": Column("method"),
+    "scorer": Column("scorer"),
     "trunk": Column("scorer trunk"),
     "tokens": Column("tokens", "per {frame}"),
     "input_px": Column("input", "px"),
@@ -385,14 +393,14 @@ COLUMNS = {
 }
 # the run table's columns in order (then any field COLUMNS does not know); a column shows when a
 # row has a value in it
-RUN_COLUMNS = ("role", "task", "model", "method", "trunk", "tokens", "input_px", "gmacs", "metric", "mean", "std",
+RUN_COLUMNS = ("role", "task", "model", "tokenizer", "method", "scorer", "trunk", "tokens", "input_px", "gmacs", "metric", "mean", "std",
                "per_seed", "seeds", "floor", "tome_r", "tokens_per_block", "split")
 VERDICT_COLUMNS = ("claim", "method", "verdict", "numbers", "split")
 # in summary.csv, not on the page: the role's description is shown under its name, min and max
-# in "per seed", a detail row's task is its section
-NOT_SHOWN = {"what", "min", "max"}
+# in "per seed", the tokenizer (grid, dart, tome) in the run's name and model
+NOT_SHOWN = {"what", "min", "max", "tokenizer"}
 TEXT_COLUMNS = {"claim", "numbers"}  # long texts: they wrap at a readable width
-NOWRAP_COLUMNS = {"per_seed", "patches_per_band", "tokens_per_block", "verdict"}  # short lists: one line
+NOWRAP_COLUMNS = {"patches_per_band", "tokens_per_block", "verdict"}  # short lists: one line
 VALUE_WORDS = {"metric": METRIC_NAMES}  # machine values the page writes in words
 VERDICT_CSS = {"holds": "ok", "does not hold": "bad", "inconclusive": "warn", "no test": "na"}
 
@@ -446,6 +454,7 @@ def table(rows: list[dict], names, context: dict, extra: bool = False) -> dict:
     return {"columns": columns, "rows": body}
 
 
+SPLIT_WORDS = {"val": "validation split"}
 # what a task's cost and tokens are counted per (a video model sees clips of frames)
 PER_TASK = {"video": {"per": "clip", "frame": "frame"}}
 
@@ -456,20 +465,26 @@ def _section(rows: list[dict], task: str) -> dict:
     metrics = {r["metric"] for r in rows}
     context = {"metric": METRIC_NAMES.get(next(iter(metrics)), "metric") if len(metrics) == 1 else "metric",
                "per": "image", "frame": "image", **PER_TASK.get(task, {})}
-    names = [n for n in RUN_COLUMNS if n != "task" and (n != "metric" or len(metrics) > 1)]
+    splits = {r.get("split") for r in rows}
+    # a column every row shares (the metric, the split) is named in the headers instead
+    names = [n for n in RUN_COLUMNS if n != "task" and (n != "metric" or len(metrics) > 1)
+             and (n != "split" or len(splits) > 1)]
     dart = [r for r in rows if any(r.get(k) is not None for k in ADAPT)]
-    return {"task": task, "metric": context["metric"], "runs": table(rows, names, context, extra=True),
-            "partitions": table(dart, ["role", *ADAPT], context)}
+    split = next(iter(splits)) if len(splits) == 1 else None
+    return {"task": task, "metric": context["metric"], "split": SPLIT_WORDS.get(split, split or ""),
+            "runs": table(rows, names, context, extra=True), "partitions": table(dart, ["role", *ADAPT], context)}
 
 
 def page_context(rows: list[dict], verdict_rows: list[dict]) -> dict:
     """Everything the claim page shows, as tables of formatted cells (claim.html.j2): the verdicts,
-    the detail set's runs, and the runs of each other task (TASK:role rows) in their own section."""
+    the detail set's runs, the runs of each other task (TASK:role rows) in their own section, and
+    the ablation (ablation:NAME rows)."""
     detail = [r for r in rows if ":" not in r["role"]]
-    tasks = list(dict.fromkeys(r["role"].split(":")[0] for r in rows if ":" in r["role"]))
+    families = list(dict.fromkeys(r["role"].split(":")[0] for r in rows if ":" in r["role"]))
+    section = {f: _section([r for r in rows if r["role"].startswith(f + ":")], f) for f in families}
     return {"verdicts": table(verdict_rows, VERDICT_COLUMNS, {}, extra=True),
             "detail": _section(detail, "classification") if detail else None,
-            "tasks": [_section([r for r in rows if r["role"].startswith(task + ":")], task) for task in tasks],
+            "tasks": [section[f] for f in families if f != ABLATION], "ablation": section.get(ABLATION),
             "near_floor": NEAR_FLOOR, "unstable_std": UNSTABLE_STD}
 
 
@@ -488,6 +503,8 @@ def write_html(rows, verdict_rows, plot_png, part_png, path: str, *, scale: str 
 
 def _valid_role(role: str) -> bool:
     task, _, base = role.rpartition(":")
+    if task == ABLATION:
+        return base.isidentifier()
     return base in ROWS and (not task or task in TASKS)
 
 
@@ -502,7 +519,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if len(args.measures) != len(args.roles) or not all(_valid_role(r) for r in args.roles):
         raise SystemExit(f"--roles must name one of {', '.join(ROWS)} (or TASK:ROLE for a task of "
-                         f"{', '.join(TASKS)}) per measure JSON")
+                         f"{', '.join(TASKS)}, or {ABLATION}:NAME) per measure JSON")
     measures, roles = [], []
     for p, role in zip(args.measures, args.roles):
         with open(p) as f:

@@ -49,7 +49,7 @@ def draw(config: str, checkpoint: str, n: int, out: str, overrides: list[str]) -
     from dart.viz import draw_partition
 
     cfg = load_config(config, overrides)
-    model = build_model(cfg).eval()
+    model = build_model(cfg, weights_follow=True).eval()  # the checkpoint holds every weight
     state = ckpt.load(checkpoint)
     model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
     backbone = getattr(model, "backbone", model)

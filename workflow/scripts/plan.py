@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,7 +42,7 @@ def experiments(config: dict) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for i, row in enumerate(config.get("experiments") or []):
         row = {"model_kwargs": "", "train": None, "finetune_from": None, "overrides": {},
-               "count": row.get("scale") == "paper", "dataset": None, "note": "", **row}
+               "count": row.get("scale") == "paper", "dataset": None, "note": "", "ablation": False, **row}
         eid = row.get("id")
         if not isinstance(eid, str) or not ID_RE.match(eid):
             raise PlanError(f"config key experiments[{i}].id={eid!r}: use lower-case letters, digits and _")
@@ -65,9 +66,17 @@ def rows_scale(config: dict) -> str:
 
 
 def trained(config: dict) -> list[str]:
-    """Ids trained (and evaluated) at the selected scale, in table order."""
+    """Ids trained (and evaluated) at the selected scale, in table order; not the ablation rows."""
     rows = rows_scale(config)
-    return [eid for eid, row in experiments(config).items() if row["scale"] == rows and row["train"]]
+    return [eid for eid, row in experiments(config).items()
+            if row["scale"] == rows and row["train"] and not row["ablation"]]
+
+
+def ablation_rows(config: dict) -> list[str]:
+    """Ids of the selected scale's ablation rows (trained by `snakemake claim_ablation` only)."""
+    rows = rows_scale(config)
+    return [eid for eid, row in experiments(config).items()
+            if row["scale"] == rows and row["train"] and row["ablation"]]
 
 
 def counted(config: dict) -> list[str]:
@@ -93,7 +102,8 @@ def seeds(config: dict) -> list[int]:
 
 
 def datasets_needed(config: dict) -> list[str]:
-    """Dataset keys the trained experiments of the selected scale read, in first-use order."""
+    """Dataset keys the trained experiments of the selected scale read, in first-use order, then the
+    scorer trunk's pretraining set and the dataset the published weights are evaluated on."""
     out: list[str] = []
     exps = experiments(config)
     for eid in trained(config):
@@ -102,7 +112,25 @@ def datasets_needed(config: dict) -> list[str]:
             raise PlanError(f"config key experiments[id={eid}].dataset is missing")
         if ds not in out:
             out.append(ds)
+    pre = scale_settings(config).get("scorer_pretrain")
+    if pre and pre["dataset"] not in out:
+        out.append(pre["dataset"])
+    pw = scale_settings(config).get("published_weights")
+    if pw and pw["dataset"] not in out:
+        out.append(pw["dataset"])
     return out
+
+
+def scorer_trunk_path(config: dict, scorer: str = "cnn") -> str:
+    """Where the scale's `scorer_pretrain` rule writes the pretrained trunk of `scorer`."""
+    return f"results/{config['scale']}/scorer_trunk/{scorer}.pt"
+
+
+def scorer_weights_input(run_cfg: dict) -> list[str]:
+    """The scorer trunk file a run loads (`model.kwargs.scorer_weights`), as a workflow input: a
+    run that starts from a pretrained trunk waits for it and reruns when it changes."""
+    path = (run_cfg["model"].get("kwargs") or {}).get("scorer_weights")
+    return [path] if isinstance(path, str) and path else []
 
 
 def check_datasets(config: dict) -> None:
@@ -240,6 +268,43 @@ def write_if_changed(path: str, text: str) -> str:
     return path
 
 
+def text_sha1(text: str) -> str:
+    """SHA-1 of a settings file's content (as written: UTF-8)."""
+    import hashlib
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+_PREVIEW_DIR: list[str] = []  # the temporary folder of this process's previews, made on first use
+
+
+def _preview_dir() -> str:
+    if not _PREVIEW_DIR:
+        import atexit
+        import shutil
+        import tempfile
+        folder = tempfile.mkdtemp(prefix="dart-dry-run-settings-")
+        atexit.register(shutil.rmtree, folder, True)
+        _PREVIEW_DIR.append(folder)
+    return _PREVIEW_DIR[0]
+
+
+def tracked_file(path: str, text: str, write: bool) -> str:
+    """The settings file a job reads: `path` when it already holds `text`; otherwise, when `write`,
+    `path` rewritten (`write_if_changed`); when not (a dry run), a copy of the new content in a
+    temporary folder (removed at exit), so that nothing under the working directory changes while
+    the copy's fresh mtime still marks the jobs reading it as outdated."""
+    try:
+        if Path(path).read_text(encoding="utf-8") == text:
+            return path
+    except OSError:
+        pass
+    if write:
+        return write_if_changed(path, text)
+    if os.path.isabs(path):
+        raise ValueError(f"settings file {path} must be relative to the working directory")
+    return write_if_changed(os.path.join(_preview_dir(), path), text)
+
+
 def complexity_spec(row: dict) -> str:
     """`NAME[:k=v,...]` as `python -m bench.complexity` reads one model."""
     return row["model"] + (f":{row['model_kwargs']}" if row["model_kwargs"] else "")
@@ -330,6 +395,63 @@ def engine_config(repo_root: Path | None = None):
             spec.loader.exec_module(mod)
             return mod
     raise PlanError("cannot find dart/engine/config.py (is the project installed?)")
+
+
+# ------------------------------------------------------------------------ published weights
+
+def published_table(repo_root: Path | None = None):
+    """dart/models/official.py loaded from its file: the official checkpoints and the grid
+    baselines' timm weights, without importing the `dart` package (and torch)."""
+    for base in (package_dir(), (repo_root / "dart") if repo_root else None):
+        path = base / "models" / "official.py" if base is not None else None
+        if path is not None and path.is_file():
+            spec = importlib.util.spec_from_file_location("_dart_models_official", path)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod  # dataclasses resolve their module by name
+            spec.loader.exec_module(mod)
+            return mod
+    raise PlanError("cannot find dart/models/official.py (is the project installed?)")
+
+
+def published_weights(config: dict, repo_root: Path | None = None) -> dict[str, dict]:
+    """Published weights the selected scale evaluates (`scales.<scale>.published_weights`): every
+    official DART checkpoint and every grid baseline with timm weights, by timm name.tag."""
+    if not scale_settings(config).get("published_weights"):
+        return {}
+    mod = published_table(repo_root)
+    out = {}
+    for kind, items in (("official", mod.OFFICIAL), ("baseline", mod.BASELINES)):
+        for p in items:
+            out[p.name] = {"name": p.name, "kind": kind, "model": p.model, "official": p.official,
+                           "file": p.file, "local_file": p.local_file, "hub": p.hub,
+                           "published_top1": p.published_top1, "input_size": p.input_size,
+                           "crop_pct": p.crop_pct, "interpolation": p.interpolation}
+    return out
+
+
+def published_checkpoint(config: dict, name: str, repo_root: Path | None = None) -> str | None:
+    """The file a published-weights job reads: a synthetic one (smoke scale), the one in
+    `official_checkpoints` (a local folder), or None (the Hugging Face hub or its local cache)."""
+    entry = published_weights(config, repo_root)[name]
+    if scale_settings(config)["published_weights"].get("synthetic"):
+        return os.path.join("data", "fake", config["scale"], "published", entry["local_file"])
+    folder = config.get("official_checkpoints")
+    return os.path.join(folder, entry["local_file"]) if folder else None
+
+
+def published_eval_config(config: dict, name: str, repo_root: Path | None = None) -> dict:
+    """The engine config of one published-weights evaluation: `dart/configs/imagenet_official_eval.yaml`
+    (the official evaluation: fp32, the batch of main.py's validation loader) with the checkpoint's
+    input size, crop and interpolation, this scale's device and data root, then the section's
+    `overrides` (the smoke scale: two batches of two)."""
+    entry = published_weights(config, repo_root)[name]
+    pw = scale_settings(config)["published_weights"]
+    over = {"model.name": entry["model"], "data.root": data_root(config, pw["dataset"]),
+            "data.img_size": entry["input_size"], "data.crop_pct": entry["crop_pct"],
+            "data.interpolation": entry["interpolation"], "train.device": scale_settings(config).get("device", "auto"),
+            "output_dir": f"results/{config['scale']}/published/{name}", "name": name}
+    over.update(pw.get("overrides") or {})
+    return engine_config(repo_root).load_config("imagenet_official_eval", [f"{k}={yaml_value(v)}" for k, v in over.items()])
 
 
 def model_of_train_config(path: str, overrides: dict | None = None,
