@@ -84,6 +84,28 @@ def test_toy_cli(tmp_path):
     assert "toy classification train" in p.stderr  # tqdm progress bar
 
 
+@pytest.mark.parametrize("setting, error", [(["clutter=0", "glyph=14"], None),
+                                            (["train_size=0"], "train_size=0 must be at least 1"),
+                                            (["clutter=-1"], "non-negative"),
+                                            (["glyph=20"], "canvas=32 is too small for glyph=20")])
+def test_toy_cli_settings(tmp_path, setting, error):
+    """0 is a setting (no clutter); sizes below 1 and values out of a kind's range are one-line
+    errors, before anything is generated."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = tmp_path / "v"
+    p = subprocess.run([sys.executable, "-m", "dart.data.toy", "--kind", "video", "--out", str(out),
+                        "--set", "train_size=3", "val_size=2", *setting], env=env, capture_output=True,
+                       text=True, timeout=120)
+    if error is None:
+        assert p.returncode == 0, p.stderr
+        params = json.loads((out / "meta.json").read_text())["params"]
+        assert (params["clutter"], params["glyph"]) == (0, 14)
+    else:
+        last = p.stderr.strip().splitlines()[-1]  # (after runpy's warning about `-m dart.data.toy`)
+        assert p.returncode == 2 and last.startswith("dart.data.toy: ") and error in last
+        assert "Traceback" not in p.stderr and not out.exists()
+
+
 def _imagefolder(root, corrupt=True):
     for split in ("train", "val"):
         for c in ("cat", "dog"):

@@ -1,5 +1,7 @@
 """The resolution-sensitive toy set (`detail`): deterministic, its class visible at full resolution
-and averaged away by the 2x downsampling of the data loader (the grid baseline's input)."""
+and averaged away by the 2x downsampling of the data loader (the grid baseline's input) when its
+cells are 1 px (the generator's default), kept at reduced contrast when they are coarse (the
+claim's calibrated set: 4-px cells)."""
 import numpy as np
 import pytest
 import torch
@@ -179,3 +181,52 @@ def test_toy_detail_runs_are_deterministic(tmp_path, trunk_override):
     assert m1["loss_curve"] == m2["loss_curve"] and m1["top1"] == m2["top1"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert any(not torch.equal(w1[k], w3[k]) for k in w1)
+
+
+@pytest.mark.parametrize("texel, kept", [(2, 0.5), (4, 0.75)])
+def test_coarse_cells_survive_the_2x_copy(texel, kept):
+    """coarse_texel-px cells on the canvas lattice: the 2x copies of the same canvas with horizontal
+    and with vertical stripes still differ, by half (2-px cells) or three quarters (4-px cells) of
+    the full-resolution difference; 1-px cells (coarse_pct 0) leave < one grey level
+    (test_downsampling_erases_the_class_but_not_the_canvas)."""
+    imgs = _three_classes(coarse_pct=100, coarse_texel=texel)
+    full = np.abs(imgs[0].astype(float) - imgs[1].astype(float)).max()
+    down = _down(imgs)
+    assert np.abs(down[0] - down[1]).max() == pytest.approx(kept * full, rel=0.02)
+
+
+def test_coarse_stripes_keep_their_phase_in_the_2x_copy(tmp_path):
+    """4-px cells in canvas coordinates: in the 32-px copy, the rows i with i % 4 in {0, 1} are the
+    bright ones in every image of horizontal stripes (the same sign for one linear filter on the
+    grid's 8-px patches), and each image's cell size is stored."""
+    root = toy.generate("detail", str(tmp_path / "c"), seed=4, progress=False,
+                        params={"train_size": 60, "val_size": 4, "coarse_pct": 100, "coarse_texel": 4})
+    x, y, meta = toy.load_split(root, "train")
+    assert meta["params"]["coarse_texel"] == 4 and (toy.load_texels(root, "train") == 4).all()
+    down = _down(x).mean(-1)
+    signs = []
+    for img, label, (x0, y0, x1, y1) in zip(down, y, toy.load_boxes(root, "train")):
+        if label != 0:
+            continue
+        rows = np.arange(y0 // 2 + 2, y1 // 2 - 2)
+        patch = img[rows][:, x0 // 2 + 2:x1 // 2 - 2].mean(1)
+        signs.append(np.sign(patch[rows % 4 < 2].mean() - patch[rows % 4 >= 2].mean()))
+    assert len(signs) >= 10 and all(s > 0 for s in signs)
+
+
+def test_coarse_share_is_drawn_per_image(tmp_path):
+    root = toy.generate("detail", str(tmp_path / "m"), seed=6, progress=False,
+                        params={"train_size": 300, "val_size": 4, "coarse_pct": 40})
+    texels = toy.load_texels(root, "train")
+    assert set(np.unique(texels)) == {1, 2} and 0.3 < (texels == 2).mean() < 0.5
+    fine = toy.generate("detail", str(tmp_path / "f"), seed=6, progress=False,
+                        params={"train_size": 20, "val_size": 4})
+    assert (toy.load_texels(fine, "train") == 1).all()
+
+
+@pytest.mark.parametrize("kind", ["detail", "segmentation", "video"])
+@pytest.mark.parametrize("params, why", [({"coarse_pct": 101}, "0..100"), ({"coarse_pct": -1}, "0..100"),
+                                         ({"coarse_texel": 3}, "2 or 4")])
+def test_coarse_parameters_are_checked_before_generating(kind, params, why):
+    with pytest.raises(ValueError, match=why):
+        toy.resolve_params(kind, params)

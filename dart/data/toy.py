@@ -1,6 +1,6 @@
 """Built-in toy datasets: generated from a seed, no download, cached on disk once.
 
-Three kinds, all "small sparse evidence in a large cluttered canvas" (docs/engine.md has the details):
+Four kinds, all "small sparse evidence in a large cluttered canvas" (docs/engine.md: details):
 
 - ``classification``: a cluttered canvas holding three copies of one small (14x14 px, framed)
   glyph; the class is the glyph's thin-stroke silhouette (plus, x, ring, T, L, H, bars ...), which
@@ -11,12 +11,21 @@ Three kinds, all "small sparse evidence in a large cluttered canvas" (docs/engin
 - ``video``: clips where one small object moves (right/left/down/up), a clock hand rotates
   (clockwise/anticlockwise) or two glyphs appear in turn (A then B / B then A): the class is the
   motion, so no single frame tells it.
+- ``detail``: one small framed square of stripes or checkerboard on a cluttered canvas; the class is
+  the pattern.
+
+Textures and patterns have 1-px cells, which a 2x downsampling erases, unless ``coarse_pct`` (0 by
+default, which keeps the sets of generator version 2) draws that share of them (per object, clip
+or image) with ``coarse_texel``-px cells (2 or 4) on the canvas's lattice, which it keeps at reduced
+contrast: how much of the evidence survives the grid baseline's 2x copy is a task parameter,
+calibrated on grid runs only (docs/engine.md "Calibrating the claim tasks").
 
 The generator is plain numpy driven by ``numpy.random.default_rng(seed)``: the same seed and
 parameters always give byte-identical arrays. Files in the cache directory:
 ``train_x.npy, train_y.npy, val_x.npy, val_y.npy`` (uint8) and ``meta.json`` (kind, seed,
 parameters, generator version, class names); the ``detail`` set also keeps where its pattern is,
-``train_box.npy, val_box.npy`` (int16 x0, y0, x1, y1 in canvas pixels, for measuring partitions).
+``train_box.npy, val_box.npy`` (int16 x0, y0, x1, y1 in canvas pixels, for measuring partitions),
+and its cell size, ``train_texel.npy, val_texel.npy`` (uint8, 1 or ``coarse_texel``).
 ``dart_files.json`` lists them: a folder is replaced only when it holds nothing else.
 
 Command line: ``python -m dart.data.toy --kind classification --out DIR --seed 0``.
@@ -42,7 +51,7 @@ _log = logging.getLogger(__name__)
 GENERATOR_VERSION = 2
 KINDS = ("classification", "segmentation", "video", "detail")
 # arrays a kind stores besides x and y (its generator returns them third, by name)
-EXTRA_ARRAYS = {"detail": ("box",)}
+EXTRA_ARRAYS = {"detail": ("box", "texel")}
 # the task each kind is for (``detail`` is a classification set)
 TASK_OF_KIND = {"classification": "classification", "segmentation": "segmentation", "video": "video",
                 "detail": "classification"}
@@ -52,11 +61,11 @@ DEFAULTS: dict[str, dict] = {
     "classification": {"canvas": 64, "num_classes": 10, "train_size": 2000, "val_size": 500,
                        "glyph": 14, "copies": 3, "clutter": 6, "lattice": 4},
     "segmentation": {"canvas": 64, "num_classes": 5, "train_size": 1000, "val_size": 200,
-                     "glyph": 10, "copies": 4, "clutter": 8},
+                     "glyph": 10, "copies": 4, "clutter": 8, "coarse_pct": 0, "coarse_texel": 2},
     "detail": {"canvas": 64, "num_classes": 3, "train_size": 2000, "val_size": 500, "glyph": 16,
-               "frame": 2, "clutter": 6, "fixed_polarity": 1, "taper": 1},
+               "frame": 2, "clutter": 6, "fixed_polarity": 1, "taper": 1, "coarse_pct": 0, "coarse_texel": 2},
     "video": {"canvas": 32, "num_classes": 8, "train_size": 2000, "val_size": 200, "frames": 4,
-              "glyph": 8, "clutter": 4},
+              "glyph": 8, "clutter": 4, "coarse_pct": 0, "coarse_texel": 2},
 }
 
 # --------------------------------------------------------------------------------------------
@@ -64,8 +73,16 @@ DEFAULTS: dict[str, dict] = {
 # (what a coarse view keeps) says nothing about its class
 
 
-def _texture(cls: int, size: int) -> np.ndarray:
+def _texture(cls: int, size: int, texel: int = 1, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Texture `cls` on a size x size square. texel > 1: drawn with texel x texel-px cells on the
+    canvas's texel-px lattice (`origin`: the square's top-left canvas pixel), so that the 2x copy
+    keeps them whatever the square's position (2-px stripes at half the contrast, 4-px stripes at
+    three quarters); 2-px cells straddling the lattice would be averaged away like 1-px ones."""
     y, x = np.mgrid[0:size, 0:size]
+    if texel > 1:
+        y, x = (y + origin[0]) // texel, (x + origin[1]) // texel
+        y, x = y - y[0, 0], x - x[0, 0]
+        size = int(y[-1, 0]) + 1
     c = (size - 1) / 2
     pats = [
         y % 2 == 0,  # horizontal stripes, period 2
@@ -202,9 +219,17 @@ def make_classification(rng: np.random.Generator, n: int, canvas: int = 64, num_
 
 
 def make_segmentation(rng: np.random.Generator, n: int, canvas: int = 64, num_classes: int = 5,
-                      glyph: int = 10, copies: int = 4, clutter: int = 8, **_) -> tuple[np.ndarray, np.ndarray]:
+                      glyph: int = 10, copies: int = 4, clutter: int = 8, coarse_pct: int = 0,
+                      coarse_texel: int = 2, **_) -> tuple[np.ndarray, np.ndarray]:
+    """Textured squares on a cluttered canvas, masks of their texture class. coarse_pct: the chance
+    (in percent) that an object's texture is drawn with `coarse_texel`-px cells (``_texture``),
+    which the 2x copy keeps (2: at half the contrast; 4: at three quarters), not 1-px cells."""
     if not 2 <= num_classes <= len(TEXTURE_NAMES) + 1:
         raise ValueError(f"toy segmentation has 2..{len(TEXTURE_NAMES) + 1} classes, got {num_classes}")
+    if not 0 <= coarse_pct <= 100:
+        raise ValueError(f"toy segmentation coarse_pct is a percentage (0..100), got {coarse_pct}")
+    if coarse_texel not in (2, 4):
+        raise ValueError(f"toy segmentation coarse_texel is 2 or 4 (px per texture cell), got {coarse_texel}")
     xs = np.empty((n, canvas, canvas, 3), np.uint8)
     ys = np.zeros((n, canvas, canvas), np.uint8)
     for i in range(n):
@@ -215,9 +240,11 @@ def make_segmentation(rng: np.random.Generator, n: int, canvas: int = 64, num_cl
         for _ in range(int(rng.integers(max(1, copies - 1), copies + 2))):
             cls = int(rng.integers(1, num_classes))
             size = int(rng.integers(max(4, glyph - 4), glyph + 5))
-            tex = _texture(cls - 1, size)
             fg, bg = _glyph_colours(rng)
             y, x = _place(rng, taken, canvas, canvas, size)
+            # drawn only when asked for, so that coarse_pct: 0 keeps the sets of generator version 2
+            texel = coarse_texel if coarse_pct and rng.random() * 100 < coarse_pct else 1
+            tex = _texture(cls - 1, size, texel, (y, x))
             img[y:y + size, x:x + size] = np.where(tex[..., None], fg, bg)
             mask[y:y + size, x:x + size] = cls
         xs[i] = _to_u8(img)
@@ -227,14 +254,18 @@ def make_segmentation(rng: np.random.Generator, n: int, canvas: int = 64, num_cl
 DETAIL_NAMES = ["hstripes", "vstripes", "checker"]
 
 
-def _detail_pattern(cls: int, size: int) -> np.ndarray:
-    """The ``detail`` classes: period-2 binary patterns, each with exactly half of every 2x2 cell on.
+def _detail_pattern(cls: int, size: int, texel: int = 1, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The ``detail`` classes: binary stripes / checkerboard of `texel`-px cells (period 2 * texel),
+    in canvas coordinates (`origin`: the pattern's top-left canvas pixel), each half on.
 
-    Any 2x downsampling (2x2 mean, or the antialiased bilinear resize of the data loader, whose
-    [1, 3, 3, 1]/8 kernel cancels a period-2 signal) maps all of them to the same flat colour, so
-    only the full-resolution interior tells the classes apart (at the square's edges see
-    ``_detail_taper``)."""
-    y, x = np.mgrid[0:size, 0:size]
+    texel 1: any 2x downsampling (2x2 mean, or the antialiased bilinear resize of the data loader,
+    whose [1, 3, 3, 1]/8 kernel cancels a period-2 signal) maps all three to the same flat colour,
+    so only the full-resolution interior tells the classes apart (at the square's edges see
+    ``_detail_taper``). texel 2 or 4 (``coarse_texel``, for the ``coarse_pct`` share): cells on
+    the canvas's texel-px lattice, which the same resize keeps with the same phase in every image:
+    texel 2 as 1-px stripes at half the contrast (a quarter for the checkerboard), texel 4 as 2-px
+    stripes at three quarters (about a half for the checkerboard)."""
+    y, x = np.mgrid[origin[0]:origin[0] + size, origin[1]:origin[1] + size] // texel
     pats = [y % 2 == 0, x % 2 == 0, (x + y) % 2 == 0]
     return pats[cls]
 
@@ -251,39 +282,51 @@ def _detail_taper(size: int) -> np.ndarray:
 
 
 def make_detail(rng: np.random.Generator, n: int, canvas: int = 64, num_classes: int = 3, glyph: int = 16,
-                frame: int = 2, clutter: int = 6, fixed_polarity: int = 1, taper: int = 1,
-                **_) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One small framed square of a period-2 pattern on a cluttered canvas; the class is the pattern.
-    Returns images, labels and {"box": (n, 4) int16 x0, y0, x1, y1 of each pattern}."""
+                frame: int = 2, clutter: int = 6, fixed_polarity: int = 1, taper: int = 1, coarse_pct: int = 0,
+                coarse_texel: int = 2, **_) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One small framed square of a stripes / checkerboard pattern on a cluttered canvas; the class
+    is the pattern. Returns images, labels and {"box": (n, 4) int16 x0, y0, x1, y1 of each pattern,
+    "texel": (n,) uint8 the pattern's cell size, 1 or coarse_texel}."""
     if not 2 <= num_classes <= len(DETAIL_NAMES):
         raise ValueError(f"toy detail has 2..{len(DETAIL_NAMES)} classes, got {num_classes}")
     if glyph % 2 or frame % 2 or glyph < 8:
         raise ValueError(f"toy detail needs an even glyph (>= 8: the taper takes 3 px at each end) and an even "
                          f"frame, got glyph={glyph} frame={frame}")
+    if not 0 <= coarse_pct <= 100:
+        raise ValueError(f"toy detail coarse_pct is a percentage (0..100), got {coarse_pct}")
+    if coarse_texel not in (2, 4):
+        raise ValueError(f"toy detail coarse_texel is 2 or 4 (px per pattern cell), got {coarse_texel}")
     labels = rng.integers(0, num_classes, n).astype(np.uint8)
     xs = np.empty((n, canvas, canvas, 3), np.uint8)
     boxes = np.empty((n, 4), np.int16)
+    texels = np.empty(n, np.uint8)
     for i in range(n):
-        img, boxes[i] = _render_detail(rng, int(labels[i]), canvas, glyph, frame, clutter, bool(fixed_polarity),
-                                       bool(taper))
+        img, boxes[i], texels[i] = _render_detail(rng, int(labels[i]), canvas, glyph, frame, clutter,
+                                                  bool(fixed_polarity), bool(taper), coarse_pct, coarse_texel)
         xs[i] = _to_u8(img)
-    return xs, labels, {"box": boxes}
+    return xs, labels, {"box": boxes, "texel": texels}
 
 
 def render_detail(rng: np.random.Generator, label: int, canvas: int = 64, glyph: int = 16, frame: int = 2,
-                  clutter: int = 6, fixed_polarity: bool = True, taper: bool = True) -> np.ndarray:
+                  clutter: int = 6, fixed_polarity: bool = True, taper: bool = True,
+                  coarse_pct: int = 0, coarse_texel: int = 2) -> np.ndarray:
     """One ``detail`` canvas (float HxWx3); the class enters only through the pattern, so the same
     generator state with another label gives the same canvas with another pattern.
 
     fixed_polarity: the pattern's "on" pixels (first row/column of the stripes) take the brighter of
     the two colours, so one linear filter's sign tells the class; without it the phase and the
     colours are random and the class needs a sign-invariant detector (a plateau most seeds of the toy
-    grid model never leave: docs/engine.md). taper: the amplitude ramp of ``_detail_taper``."""
-    return _render_detail(rng, label, canvas, glyph, frame, clutter, fixed_polarity, taper)[0]
+    grid model never leave: docs/engine.md). taper: the amplitude ramp of ``_detail_taper``.
+    coarse_pct: the chance (in percent) that the pattern is drawn with `coarse_texel`-px cells (2:
+    period 4, which the 2x copy keeps at half the contrast; 4: period 8, kept at three quarters)
+    instead of 1-px cells, which it erases."""
+    return _render_detail(rng, label, canvas, glyph, frame, clutter, fixed_polarity, taper, coarse_pct,
+                          coarse_texel)[0]
 
 
-def _render_detail(rng, label, canvas, glyph, frame, clutter, fixed_polarity, taper):
-    """`render_detail` and the pattern's box (x0, y0, x1, y1)."""
+def _render_detail(rng, label, canvas, glyph, frame, clutter, fixed_polarity, taper, coarse_pct=0,
+                   coarse_texel=2):
+    """`render_detail`, the pattern's box (x0, y0, x1, y1) and its cell size (px)."""
     box = glyph + 2 * frame
     img = _background(rng, canvas, canvas)
     _clutter(rng, img, clutter, max(4, canvas // 6))
@@ -291,19 +334,22 @@ def _render_detail(rng, label, canvas, glyph, frame, clutter, fixed_polarity, ta
     # on a 2-px lattice, so every 2x2 cell of the pattern lies inside the square
     y = 2 * int(rng.integers(0, (canvas - box) // 2 + 1))
     x = 2 * int(rng.integers(0, (canvas - box) // 2 + 1))
-    pat = _detail_pattern(label, glyph)
     flip = bool(rng.integers(2))  # drawn either way, so both settings share the canvas
+    dark_frame = bool(rng.integers(2))
+    # drawn only when asked for, so that coarse_pct: 0 keeps the sets of generator version 2
+    texel = coarse_texel if coarse_pct and rng.random() * 100 < coarse_pct else 1
+    pat = _detail_pattern(label, glyph, texel, (y + frame, x + frame))
     if fixed_polarity:
         if fg.mean() < bg.mean():
             fg, bg = bg, fg
     elif flip:  # random phase: which colour the first row/column takes
         pat = ~pat
-    img[y:y + box, x:x + box] = 0.0 if rng.integers(2) else 1.0  # black or white frame: findable
+    img[y:y + box, x:x + box] = 0.0 if dark_frame else 1.0  # black or white frame: findable
     amp = np.outer(_detail_taper(glyph), _detail_taper(glyph))[..., None] if taper else 1.0
     mid = (fg + bg) / 2
     img[y + frame:y + frame + glyph, x + frame:x + frame + glyph] = (
         mid + amp * np.where(pat[..., None], fg - mid, bg - mid))
-    return img, (x + frame, y + frame, x + frame + glyph, y + frame + glyph)
+    return img, (x + frame, y + frame, x + frame + glyph, y + frame + glyph), texel
 
 
 VIDEO_CLASSES = ["move_right", "move_left", "move_down", "move_up", "rotate_cw", "rotate_ccw",
@@ -311,11 +357,22 @@ VIDEO_CLASSES = ["move_right", "move_left", "move_down", "move_up", "rotate_cw",
 
 
 def make_video(rng: np.random.Generator, n: int, canvas: int = 32, num_classes: int = 8, frames: int = 8,
-               glyph: int = 8, clutter: int = 4, **_) -> tuple[np.ndarray, np.ndarray]:
+               glyph: int = 8, clutter: int = 4, coarse_pct: int = 0, coarse_texel: int = 2,
+               **_) -> tuple[np.ndarray, np.ndarray]:
+    """Clips of one actor on a static cluttered background; the class is the motion. coarse_pct: the
+    chance (in percent) that a clip's glyph textures are drawn with `coarse_texel`-px cells
+    (``_texture``), which the 2x copy keeps (2: at half the contrast; 4: at three quarters), instead
+    of 1-px cells."""
     if not 2 <= num_classes <= len(VIDEO_CLASSES):
         raise ValueError(f"toy video has 2..{len(VIDEO_CLASSES)} classes, got {num_classes}")
     if frames < 4:
         raise ValueError(f"toy video needs at least 4 frames, got {frames}")
+    if glyph < 4:  # the canvas's bound for a glyph is MIN_CANVAS's (the clock hand's disc)
+        raise ValueError(f"toy video needs glyph >= 4, got glyph={glyph}")
+    if not 0 <= coarse_pct <= 100:
+        raise ValueError(f"toy video coarse_pct is a percentage (0..100), got {coarse_pct}")
+    if coarse_texel not in (2, 4):
+        raise ValueError(f"toy video coarse_texel is 2 or 4 (px per texture cell), got {coarse_texel}")
     labels = rng.integers(0, num_classes, n).astype(np.uint8)
     xs = np.empty((n, frames, canvas, canvas, 3), np.uint8)
     yy, xx = np.mgrid[0:canvas, 0:canvas]
@@ -324,7 +381,9 @@ def make_video(rng: np.random.Generator, n: int, canvas: int = 32, num_classes: 
         bgimg = _background(rng, canvas, canvas)
         _clutter(rng, bgimg, clutter, max(3, canvas // 8))
         fg, bgc = _glyph_colours(rng)
-        tex = _texture(int(rng.integers(0, len(TEXTURE_NAMES))), glyph)
+        tex_id = int(rng.integers(0, len(TEXTURE_NAMES)))
+        # drawn only when asked for, so that coarse_pct: 0 keeps the sets of generator version 2
+        texel = coarse_texel if coarse_pct and rng.random() * 100 < coarse_pct else 1
         g = glyph
         if cls < 4:  # a textured glyph moves in one direction
             travel = canvas - g
@@ -338,6 +397,7 @@ def make_video(rng: np.random.Generator, n: int, canvas: int = 32, num_classes: 
                     pos = travel - pos
                 y, x = (other, pos) if cls < 2 else (pos, other)
                 y, x = int(round(y)), int(round(x))
+                tex = _texture(tex_id, g, texel, (y, x))
                 f = bgimg.copy()
                 f[y:y + g, x:x + g] = np.where(tex[..., None], fg, bgc)
                 xs[i, t] = _to_u8(f)
@@ -358,17 +418,16 @@ def make_video(rng: np.random.Generator, n: int, canvas: int = 32, num_classes: 
                 f[dist <= 0.8] = fg
                 f[np.hypot(yy - ty, xx - tx) <= 1.6] = fg
                 xs[i, t] = _to_u8(f)
-        else:  # two glyphs appear in turn: A (this texture) then B (another one), or B then A
-            tex_a, tex_b = _texture(0, g), _texture(4, g)
-            first, second = (tex_a, tex_b) if cls == 6 else (tex_b, tex_a)
+        else:  # two glyphs appear in turn: A (stripes) then B (checkerboard), or B then A
             taken: list = []
             p1 = _place(rng, taken, canvas, canvas, g)
             p2 = _place(rng, taken, canvas, canvas, g)
+            first, second = ((0, p1), (4, p2)) if cls == 6 else ((4, p1), (0, p2))
             cut = int(rng.integers(frames // 2 - 1, frames // 2 + 2))
             for t in range(frames):
                 f = bgimg.copy()
-                (y, x), tx_ = (p1, first) if t < cut else (p2, second)
-                f[y:y + g, x:x + g] = np.where(tx_[..., None], fg, bgc)
+                k, (y, x) = first if t < cut else second
+                f[y:y + g, x:x + g] = np.where(_texture(k, g, texel, (y, x))[..., None], fg, bgc)
                 xs[i, t] = _to_u8(f)
     return xs, labels
 
@@ -413,6 +472,7 @@ def resolve_params(kind: str, params: dict | None = None) -> dict:
     if out["canvas"] < size(out):
         raise ValueError(f"toy {kind}: parameter canvas={out['canvas']} is too small for glyph={out['glyph']}: "
                          f"valid canvas >= {size(out)} ({rule})")
+    GENERATORS[kind](np.random.default_rng(0), 0, **out)  # no samples: checks the other values
     return out
 
 
@@ -539,6 +599,14 @@ def load_boxes(root: str, split: str) -> np.ndarray:
     return np.load(path)
 
 
+def load_texels(root: str, split: str) -> np.ndarray:
+    """(n,) cell size of each ``detail`` image's pattern: 1 (a 2x copy erases it), coarse_texel."""
+    path = os.path.join(root, f"{split}_texel.npy")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} missing: only toy 'detail' sets store their cell sizes")
+    return np.load(path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dart.data.toy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--kind", choices=KINDS, default="classification")
@@ -558,8 +626,8 @@ def main(argv=None) -> int:
                 params[k] = int(v)
             except ValueError:
                 raise ValueError(f"--set {kv!r}: {k} must be an integer (KEY=INT)") from None
-            if not sep or params[k] < 1:
-                raise ValueError(f"--set {kv!r}: {k} must be a positive integer (KEY=INT)")
+            if not sep or params[k] < 0:
+                raise ValueError(f"--set {kv!r}: {k} must be a non-negative integer (KEY=INT)")
         out = args.out or default_dir(args.kind, args.seed, params)
         generate(args.kind, out, args.seed, params, progress=True, force=args.force)
     except (ValueError, FileExistsError, OSError) as e:
