@@ -106,16 +106,16 @@ def test_claim_page_reads_like_the_report(claim):
     assert dart_n["compute (MMACs per image)"] == "5.00" and dart_n["top-1 per seed (%)"] == "31.4 / 33.8 / 31.6"
     # the verdicts, "no test" among them (both sides of DART-N vs grid-N at chance)
     verdicts = {r[0]: r for r in tables["verdicts-table"]["rows"][1:]}
-    assert _headers(tables["verdicts-table"])[:3] == ["claim", "verdict", "the numbers behind it"]
+    assert _headers(tables["verdicts-table"])[:4] == ["claim", "method", "verdict", "the numbers behind it"]
     beats = next(r for c, r in verdicts.items() if c.startswith("DART at N tokens beats the grid"))
-    assert beats[1] == "no test"
+    assert beats[1:3] == ["ours", "no test"]  # the method judged: its DART side's
     # the CSVs keep the machine names
     with open(out / "summary.csv") as f:
         fields = next(csv.reader(f))
     assert {"role", "gmacs", "mean", "std", "area_cv", "tokens_on_detail", "method", "trunk",
             "flip_rate", "tokenizer"} <= set(fields)
     with open(out / "verdicts.csv") as f:
-        assert next(csv.reader(f)) == ["claim", "verdict", "numbers", "split"]
+        assert next(csv.reader(f)) == ["claim", "method", "verdict", "numbers", "split"]
 
 
 def test_verdict_fields_the_page_does_not_know_render(tmp_path):

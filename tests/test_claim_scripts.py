@@ -158,3 +158,23 @@ def test_no_test_comes_before_the_one_seed_rule_on_the_task_pairs():
     rows = claim_report.summarise([_rec(0, 20.5, floor=20.0), _rec(0, 40.0, model="dart_x", floor=20.0)],
                                   ["video:grid_low", "video:dart_n"])
     assert _verdict(rows, "Toy video: DART at N")["verdict"] == "inconclusive"
+
+
+def test_the_control_and_our_defaults_get_verdicts_that_name_their_method():
+    """DART-N against its own uniform partition (the control that isolates adaptation) and DART-N
+    under our defaults against grid-N: each verdict names the method it judges."""
+    rows = _detail((60.0, 62.0, 61.0), (50.0, 52.0, 51.0))
+    rows[1]["method"] = "published"
+    rows += [_at("dart_n_uniform", (59.0, 61.0, 63.0), method="published"),
+             _at("dart_n_ours", (70.0, 71.0, 72.0), method="ours", area_cv=0.05)]
+    control = _verdict(rows, "DART-N beats its own uniform partition")
+    assert control["verdict"] == "does not hold" and control["method"] == "published"
+    assert "DART-N 61.0 +- 1.0 vs DART-N at the grid 61.0 +- 2.0" in control["numbers"]
+    ours = _verdict(rows, "DART at N tokens under our defaults beats the grid")
+    assert ours["verdict"] == "holds" and ours["method"] == "ours"
+    assert _verdict(rows, "DART at N tokens beats the grid")["method"] == "published"
+    adapts = _verdict(rows, "The trained DART-N, our defaults partition adapts")
+    assert adapts["verdict"] == "does not hold" and adapts["method"] == "ours"
+    # the control at the floor beside a learned DART-N still decides (one side learned)
+    rows[-2] = _at("dart_n_uniform", CHANCE, method="published")
+    assert _verdict(rows, "DART-N beats its own uniform partition")["verdict"] == "holds"
