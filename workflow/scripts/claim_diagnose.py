@@ -2,17 +2,22 @@
 
     python workflow/scripts/claim_diagnose.py oracle --norm none --seed 0 [--data-root DIR]
     python workflow/scripts/claim_diagnose.py grad RUN_DIR [RUN_DIR ...]
+    python workflow/scripts/claim_diagnose.py zoom RUN_DIR [RUN_DIR ...]
     python workflow/scripts/claim_diagnose.py alias --tokens 16 32
 
 oracle: trains `toy_detail_dart` (its recipe: AdamW, its lr and weight decay, linear warm-up, cosine,
 its epochs and batch) with the scorer replaced by an oracle that knows where the pattern is: logits
 +L/2 on the score cells the pattern's box touches, -L/2 elsewhere (L = 10), through the model's own
-score activation with `--norm`. It prints the tokens the partition spends on the pattern and the
+score activation (`--convention`, default official: the method as published; `--norm` overrides its
+standardisation). It prints the tokens the partition spends on the pattern and the
 validation top-1 per epoch: how well DART-N can do when it zooms as far as its gate allows.
 
 grad: the gradient of the training loss with respect to a trained run's scorer logits on its first
 256 validation images, on the pattern's score cells against the rest. A negative mean on the
 pattern's cells means a gradient step raises their scores (smaller patches there).
+
+zoom: a trained run's top-1 on the validation images where its partition puts >= 1.5x the grid's
+tokens on the pattern, against its top-1 on the others.
 
 alias: what DART's patches sample from a canvas filled with each 1-px pattern (+-1) when the scores
 are uniform (the untrained partition of `toy_detail_dart`'s geometry: 8x8 score grid, 8-px patches,
@@ -52,7 +57,11 @@ def oracle(args) -> int:
     from dart.engine.build import build_model
     from dart.engine.config import load_config
     from dart.tokenizer.scorers import score_activation
-    over = [f"model.kwargs.score_norm={args.norm}", f"train.seed={args.seed}"]
+    # the scorer is replaced by the oracle: no trunk to load
+    over = [f"model.kwargs.convention={args.convention}", "model.kwargs.scorer_trunk=scratch",
+            "model.kwargs.scorer_weights=null", f"train.seed={args.seed}"]
+    if args.norm:
+        over.append(f"model.kwargs.score_norm={args.norm}")
     if args.data_root:
         over.append(f"data.root={args.data_root}")
     cfg = load_config("toy_detail_dart", over)
@@ -80,7 +89,8 @@ def oracle(args) -> int:
         cur["c"] = cells["val"][:500]
         _, part = pe(xva[:500], return_partition=True)
         on = float(tokens_in_box(part.rects.double(), boxes["val"][:500]).mean())
-    print(f"oracle scorer, score_norm={pe.score_norm}: {on:.2f} tokens on the pattern "
+    print(f"oracle scorer, convention {pe.convention} (score_norm={pe.score_norm}, std floor "
+          f"{pe.score_std_floor:g}): {on:.2f} tokens on the pattern "
           f"(grid: {pe.num_tokens * 256 / cfg['data']['img_size'] ** 2 * scale ** 2:.2f})", flush=True)
     for ep in range(t["epochs"]):
         model.train()
@@ -134,6 +144,37 @@ def grad(args) -> int:
     return 0
 
 
+def zoom(args) -> int:
+    """Top-1 of trained runs on the validation images where the partition zooms onto the pattern
+    (>= --find x the grid's tokens on it) against the others."""
+    from dart.adaptivity import tokens_in_box
+    from dart.data import build_datasets, toy, toy_root
+    from dart.engine.run import load_run
+    for run in args.runs:
+        cfg, model = load_run(run)
+        _, val, _ = build_datasets(cfg, prepare=False, progress=False)
+        x, y = _stack(val)
+        root = toy_root(cfg)
+        scale = cfg["data"]["img_size"] / toy.load_split(root, "val")[2]["params"]["canvas"]
+        boxes = torch.from_numpy(toy.load_boxes(root, "val").astype("float64")) * scale
+        grid_share = float(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean()) / cfg["data"]["img_size"] ** 2
+        on, right = [], []
+        with torch.no_grad():
+            for i in range(0, len(y), args.batch):  # the evaluation's batches (batch statistics)
+                xb = x[i:i + args.batch]
+                logits = model(xb)
+                _, part = model.tokenize(xb)
+                on.append(tokens_in_box(part.rects.double(), boxes[i:i + len(xb)]))
+                right.append(logits.argmax(-1) == y[i:i + len(xb)])
+        on, right = torch.cat(on), torch.cat(right)
+        zoomed = on >= args.find * model.patch_embed.num_tokens * grid_share
+        def acc(m):
+            return f"{100 * float(right[m].float().mean()):.1f}% of {int(m.sum())}" if m.any() else "none"
+        print(f"{run}: {100 * float(zoomed.float().mean()):.1f}% of the images get >= {args.find}x the grid's "
+              f"tokens on the pattern; top-1 there {acc(zoomed)}, elsewhere {acc(~zoomed)}")
+    return 0
+
+
 def alias(args) -> int:
     from dart.tokenizer import geometry, sampling
     yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
@@ -154,18 +195,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("oracle", help="train DART-N with an oracle scorer")
-    o.add_argument("--norm", default="image", choices=["image", "batch", "none"])
+    o.add_argument("--convention", default="official", choices=["official", "ours"],
+                   help="the tokenizer's convention (official: the method as published)")
+    o.add_argument("--norm", default=None, choices=["image", "batch", "none"],
+                   help="score standardisation (default: the convention's)")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--contrast", type=float, default=10.0, help="L: oracle logits are +-L/2")
     o.add_argument("--data-root", default=None)
     gr = sub.add_parser("grad", help="scorer gradient on the pattern's cells of trained runs")
     gr.add_argument("runs", nargs="+")
+    zo = sub.add_parser("zoom", help="top-1 where trained partitions zoom onto the pattern, and elsewhere")
+    zo.add_argument("runs", nargs="+")
+    zo.add_argument("--find", type=float, default=1.5, help="zoomed: this many times the grid's tokens on it")
+    zo.add_argument("--batch", type=int, default=100, help="evaluation batch (the claim measure's)")
     al = sub.add_parser("alias", help="what uniform DART partitions sample from the 1-px patterns")
     al.add_argument("--tokens", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    return {"oracle": oracle, "grad": grad, "alias": alias}[args.cmd](args)
+    return {"oracle": oracle, "grad": grad, "zoom": zoom, "alias": alias}[args.cmd](args)
 
 
 if __name__ == "__main__":
