@@ -62,6 +62,8 @@ def oracle(args) -> int:
             "model.kwargs.scorer_weights=null", f"train.seed={args.seed}"]
     if args.norm:
         over.append(f"model.kwargs.score_norm={args.norm}")
+    if args.epochs:
+        over.append(f"train.epochs={args.epochs}")
     if args.data_root:
         over.append(f"data.root={args.data_root}")
     cfg = load_config("toy_detail_dart", over)
@@ -201,6 +203,7 @@ def main(argv=None) -> int:
                    help="score standardisation (default: the convention's)")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--contrast", type=float, default=10.0, help="L: oracle logits are +-L/2")
+    o.add_argument("--epochs", type=int, default=None, help="default: the config's (8)")
     o.add_argument("--data-root", default=None)
     gr = sub.add_parser("grad", help="scorer gradient on the pattern's cells of trained runs")
     gr.add_argument("runs", nargs="+")
