@@ -109,11 +109,17 @@ def load_weights(model, obj, path: str, use_ema: bool, log) -> dict:
         source = {"kind": "official", "weights": report.entry, "keymap": {**report.as_dict(), "allowed": allowed},
                   "epoch": epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
                   "loss_curve": []}
+    refuse_non_finite(model, path)
+    return source
+
+
+def refuse_non_finite(model, what: str) -> None:
+    """A CheckpointError naming `what` when loaded weights hold NaN or inf (no score to report)."""
+    from .engine import checkpoint as ckpt
     bad = _non_finite(model)
     if bad:
-        raise ckpt.CheckpointError(f"{path}: {len(bad)} weight tensors hold NaN or inf ({', '.join(bad[:6])}"
+        raise ckpt.CheckpointError(f"{what}: {len(bad)} weight tensors hold NaN or inf ({', '.join(bad[:6])}"
                                    f"{' ...' if len(bad) > 6 else ''}): its scores would not be numbers")
-    return source
 
 
 def pretrained_source(model, name: str, file: str | None, cfg: dict, log) -> dict:
@@ -186,6 +192,7 @@ def main(argv=None) -> int:
                 model = build_model(cfg, pretrained=args.pretrained, pretrained_file=args.checkpoint)
                 source = pretrained_source(model, args.pretrained, args.checkpoint, cfg, log)
                 log.info("%s: %s", args.pretrained, source["file"])
+                refuse_non_finite(model, args.checkpoint or args.pretrained)
             else:  # the checkpoint supplies every weight: no pretrained trunk is fetched
                 model = build_model(cfg, weights_follow=True)
             cx = complexity(copy.deepcopy(model).cpu(), input_shape(cfg)) if info.is_main else {}
@@ -203,8 +210,8 @@ def main(argv=None) -> int:
         except DataError as e:
             return user_error(prog, e)
         except FloatingPointError as e:  # the model's own finiteness check, or non-finite outputs
-            return user_error(prog, f"{args.checkpoint}: the model gives non-finite values on the validation "
-                                    f"data, so there is no score to report: {e}")
+            return user_error(prog, f"{args.checkpoint or args.pretrained}: the model gives non-finite values on "
+                                    f"the validation data, so there is no score to report: {e}")
         wall = time.perf_counter() - t0
         skipped = {p: r for d in dist_.all_gather_object(skips.paths, info) for p, r in d.items()}
         record = {
@@ -215,8 +222,8 @@ def main(argv=None) -> int:
             "checkpoint": source.get("file") if args.pretrained else os.path.abspath(args.checkpoint),
             "source": source,
         }
-        if source["kind"] == "official":  # not the config's train.epochs: what the file says, or null
-            record["epochs"] = source["epoch"]
+        if source["kind"] in ("official", "pretrained"):  # not the config's train.epochs: the file's, or null
+            record["epochs"] = source.get("epoch")
         if cfg["task"] != "segmentation":
             record.setdefault("top5", None)
         if info.is_main:

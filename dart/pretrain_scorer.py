@@ -58,6 +58,11 @@ def pretrain(data: str, epochs: int = 6, batch_size: int = 64, lr: float = 2e-3,
     xs, ys, meta = _split(data, "train")
     xv, yv, _ = _split(data, "val")
     classes = len(meta["classes"])
+    if len(xs) < batch_size:
+        raise ValueError(f"--data {data} has {len(xs)} training images, fewer than one batch of {batch_size}: "
+                         f"lower --batch-size or generate a larger set")
+    log(f"trunk of the toy 'cnn' scorer, width {width}, on {data}: {len(xs)} training images of "
+        f"{xs.shape[-1]} px, {classes} classes (CPU, {torch.get_num_threads()} threads)")
     torch.manual_seed(seed)
     trunk = small_cnn_trunk(xs.shape[1], width)
     model = nn.Sequential(trunk, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(width, classes))
@@ -105,8 +110,6 @@ def main(argv=None) -> int:
     from .engine.checkpoint import save_atomic, write_json_atomic
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{prog}: trunk of the toy 'cnn' scorer, width {args.width}, on {args.data} (CPU, "
-          f"{torch.get_num_threads()} threads)", file=sys.stderr)
     try:
         state, meta = pretrain(args.data, args.epochs, args.batch_size, args.lr, args.width, args.seed,
                                log=lambda m: print(f"{prog}: {m}", file=sys.stderr))

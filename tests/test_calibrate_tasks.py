@@ -132,3 +132,20 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, monkeypatch, ca
                    "--work", str(tmp_path / "work")])
     err = capsys.readouterr().err
     assert rc == 2 and why in err and err.startswith("calibrate_tasks: ")
+
+
+@pytest.mark.slow
+def test_a_real_run_is_retrained_in_its_own_folder(tmp_path):
+    """The training command the calibration runs, for real (tiny): its log lies beside the run
+    folder, and a run trained under other settings is replaced (dart.train --overwrite) rather than
+    refused as a folder that is not empty."""
+    import sys as _sys
+    run = str(tmp_path / "runs" / "grid_n-seed0")
+    tiny = ["data.toy.train_size=16", "data.toy.val_size=8", "train.batch_size=8", "eval.batch_size=8",
+            "train.warmup_epochs=0", f"data.root={tmp_path / 'data'}", "train.threads=1"]
+    for epochs in (1, 2):
+        cmd = [_sys.executable, "-m", "dart.train", "--config", "toy_detail_grid_low", "--overwrite",
+               "--output-dir", run, *tiny, f"train.epochs={epochs}"]
+        m = cal.train(cmd, run)
+        assert len(m["loss_curve"]) == epochs
+    assert os.path.isfile(run + ".log") and not os.path.exists(os.path.join(run, "calibrate.log"))

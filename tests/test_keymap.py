@@ -49,6 +49,10 @@ class Official:
 
 
 def read_reference(path=REFERENCE) -> dict[str, Official]:
+    """The official models of the key-list file: their keys (`official_layout.read_layouts`, what
+    the smoke scale's made-up checkpoints are built from), token budget, head and summary row."""
+    from dart.engine.official_layout import read_layouts
+    layouts = read_layouts(path)
     models: dict[str, Official] = {}
     summary = {}
     current = None
@@ -69,11 +73,8 @@ def read_reference(path=REFERENCE) -> dict[str, Official]:
         m = re.search(r"head (v[12]) ", line)
         if line.startswith("# scorer:") and m:
             current.head = m.group(1)
-        if not line.startswith("#") and line.count("\t") == 3:
-            key, shape, role, kind = line.split("\t")
-            current.keys.append((key, tuple(json.loads(shape)), role, kind))
     for name, model in models.items():
-        model.summary = summary[name]
+        model.keys, model.summary = layouts[name], summary[name]
     return models
 
 

@@ -125,6 +125,56 @@ def test_a_manifest_cannot_list_paths_outside_its_folder(tmp_path):
     assert outside.read_text() == "keep"
 
 
+def test_a_manifest_removes_nothing_through_a_link(tmp_path):
+    """A listed path under a folder that is a link leads elsewhere: the folder is refused."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.npy").write_text("keep")
+    d = tmp_path / "d"
+    d.mkdir()
+    os.symlink(elsewhere, d / "sub")
+    (d / owned.MANIFEST).write_text(json.dumps(
+        {"format": owned.FORMAT, "tool": "x", "files": ["sub/x.npy"], "dirs": ["sub"]}))
+    with pytest.raises(owned.NotOwnedError, match="sub"):
+        owned.clear(str(d), "x", "advice")
+    assert owned.remove_listed(str(d), owned.read(str(d))) == [owned.MANIFEST]
+    assert (elsewhere / "x.npy").read_text() == "keep"
+
+
+def test_one_tools_folder_is_not_anothers_to_replace(tmp_path):
+    """A run folder is not a toy set (nor the reverse), whatever either's file list says."""
+    from dart.data import toy
+    from dart.engine import runfolder
+    run = tmp_path / "run"
+    runfolder.register(str(run), "metrics.json")
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(toy.NotACacheError, match="dart.train wrote"):
+        toy.generate("detail", str(run), params={"train_size": 4, "val_size": 4}, progress=False)
+    assert (run / "metrics.json").read_text() == "{}"
+    data = tmp_path / "data"
+    toy.generate("detail", str(data), params={"train_size": 4, "val_size": 4}, progress=False)
+    with pytest.raises(runfolder.RunFolderError, match="dart.data.toy wrote"):
+        runfolder.start_new_run(str(data), overwrite=True)
+    assert not runfolder.register_if_run_folder(str(data), "eval.json")
+    assert (data / "meta.json").is_file() and "eval.json" not in owned.read(str(data))["files"]
+
+
+def test_a_toy_set_from_before_the_file_lists_is_replaced_like_one(tmp_path):
+    """A toy set the generator wrote before it kept dart_files.json (only its own file names)."""
+    from dart.data import toy
+    out = tmp_path / "d"
+    toy.generate("detail", str(out), params={"train_size": 4, "val_size": 4}, progress=False)
+    (out / owned.MANIFEST).unlink()
+    (out / "meta.json").unlink()  # as Snakemake leaves it before it reruns the job
+    toy.generate("detail", str(out), params={"train_size": 6, "val_size": 4}, progress=False)
+    assert len(toy.load_split(str(out), "train")[0]) == 6
+    (out / owned.MANIFEST).unlink()
+    (out / "notes.txt").write_text("mine")  # not a name the generator ever wrote: refused
+    with pytest.raises(toy.NotACacheError, match="notes.txt"):
+        toy.generate("detail", str(out), params={"train_size": 8, "val_size": 4}, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 # ------------------------------------------------------------------- 3. dart.train --output-dir
 TINY = ["data.toy.train_size=32", "data.toy.val_size=16", "data.img_size=32", "train.epochs=1",
         "train.batch_size=16", "train.warmup_epochs=0", "eval.batch_size=16", "train.threads=1"]

@@ -104,9 +104,11 @@ def test_evaluate_of_an_official_checkpoint(tmp_path, capsys):
     from dart.engine.config import load_config
     from dart.evaluate import main
     from tests.test_keymap import to_official
-    kw = "{num_tokens: 4, scorer: mobilenetv3_small, scorer_trunk: pretrained_frozen, embed_dim: 32, depth: 1, num_heads: 2}"
+    kw = ("{num_tokens: 4, scorer: mobilenetv3_small, scorer_trunk: pretrained_frozen, embed_dim: 32, depth: 1, "
+          "num_heads: 2}")
     over = _over(tmp_path, kw)
-    state = to_official(build_model(load_config(None, _over(tmp_path, kw.replace("pretrained_frozen", "random_frozen")))).state_dict())
+    random_trunk = _over(tmp_path, kw.replace("pretrained_frozen", "random_frozen"))
+    state = to_official(build_model(load_config(None, random_trunk)).state_dict())
     path = tmp_path / "darvit-toy.pth"
     torch.save({"model": state, "model_ema": {k: v.clone() for k, v in state.items()}, "epoch": 6}, path)
     assert main(["--checkpoint", str(path), *over]) == 0, capsys.readouterr().err

@@ -216,6 +216,7 @@ def test_dart_evaluate_takes_the_tag(tiny_file, tmp_path, capsys):
         "pretrained", "dart_deit_tiny_patch16_224.official_in1k", path, 73.8)
     assert src["keymap"]["complete"] and src["keymap"]["official_convention"] and src["transform_differs"] == []
     assert rec["val_samples"] == 4 and rec["checkpoint"] == path
+    assert rec["epochs"] is None  # what the file says (nothing here), not the config's train.epochs
     capsys.readouterr()
     assert main([*common, "--pretrained", "dart_deit_small_patch16_224_288.official_in1k",
                  "--out", str(tmp_path / "e2.json")]) == 2

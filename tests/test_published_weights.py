@@ -82,8 +82,10 @@ def test_paper_and_smoke_dags_plan_the_published_weights(deployment, tmp_path):
     counts = job_counts(out)
     assert counts["evaluate_published"] == counts["published_synthetic"] == 13
     assert "--checkpoint data/fake/smoke/published/darvit-tiny-v2.pth" in out
-    smoke_cfg = yaml.safe_load((deployment / "results/smoke/config/published/"
-                                "dart_deit_tiny_patch16_224_v2.official_in1k.yaml").read_text())
+    # the job's settings: planned, not written (a dry run writes no file)
+    assert not (deployment / "results/smoke/config/published").exists()
+    smoke_cfg = plan.published_eval_config({**default_config(), "scale": "smoke"},
+                                           "dart_deit_tiny_patch16_224_v2.official_in1k", ROOT)
     assert smoke_cfg["eval"]["max_batches"] == 2 and smoke_cfg["data"]["root"] == "data/fake/smoke/imagenet"
 
 

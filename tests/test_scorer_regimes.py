@@ -56,6 +56,14 @@ def test_pretrained_cnn_trunk_loads_its_file_and_refuses_a_wrong_one(tmp_path):
         create_scorer("cnn", trunk="scratch", weights=str(path))
     with pytest.raises(ValueError, match="scorer_trunk must be one of"):
         create_scorer("cnn", trunk="frozen")
+    with pytest.raises(ValueError, match="scorer 'uniform' has no trunk"):
+        create_scorer("uniform", trunk="pretrained_frozen", weights=str(path))
+
+
+def test_a_trunk_a_checkpoint_supplies_is_pretrained_frozen():
+    scorer = SmallCNNScorer(regime="scratch").freeze_trunk(bn="train")
+    assert (scorer.regime, scorer.frozen, scorer.bn_mode) == ("pretrained_frozen", True, "train")
+    assert not any(p.requires_grad for p in scorer.trunk.parameters())
 
 
 def test_conventions_set_the_tokenizer_and_explicit_settings_win():
@@ -102,3 +110,23 @@ def test_the_uniform_scorer_holds_the_partition_at_the_grid(convention):
     torch.testing.assert_close((rect[..., 2:] - rect[..., :2]).double(), torch.full((3, 16, 2), 16.0,
                                dtype=torch.float64), atol=1e-5, rtol=0)
     model(x).sum().backward()  # trains without a scorer
+
+
+def test_pretrain_scorer_writes_a_trunk_the_cnn_scorer_loads(tmp_path, capsys):
+    """dart.pretrain_scorer on a tiny toy set: a trunk file the 'cnn' scorer loads frozen, its
+    metrics beside it; a set smaller than one batch is one line, exit 2."""
+    import json
+    from dart.data import toy
+    from dart.pretrain_scorer import main
+    data = toy.generate("classification", str(tmp_path / "data"), params={
+        "canvas": 32, "glyph": 10, "copies": 2, "lattice": 2, "train_size": 32, "val_size": 16}, progress=False)
+    out = tmp_path / "trunk" / "cnn.pt"
+    assert main(["--data", data, "--out", str(out), "--epochs", "1", "--batch-size", "16", "--threads", "1"]) == 0
+    meta = json.loads((tmp_path / "trunk" / "cnn.pt.json").read_text())
+    assert meta["epochs"] == 1 and meta["img_size"] == 32 and 0 <= meta["val_top1"] <= 100
+    scorer = create_scorer("cnn", trunk="pretrained_frozen", weights=str(out))
+    assert torch.equal(scorer.trunk[0].weight, torch.load(out, weights_only=True)["trunk"]["0.weight"])
+    capsys.readouterr()
+    assert main(["--data", data, "--out", str(out), "--batch-size", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "32 training images, fewer than one batch of 64" in err[0]

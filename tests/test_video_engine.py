@@ -12,7 +12,8 @@ from dart.engine.loop import Trainer  # noqa: E402
 
 @pytest.mark.parametrize("config", ["toy_video_grid", "toy_video_dart"])
 def test_toy_video_run_and_evaluate(tmp_path, config, trunk_override):
-    over = [*([trunk_override] if "dart" in config else []), f"data.root={tmp_path / 'toy'}", "data.toy.train_size=16", "data.toy.val_size=8",
+    over = [*([trunk_override] if "dart" in config else []), f"data.root={tmp_path / 'toy'}",
+            "data.toy.train_size=16", "data.toy.val_size=8",
             "model.kwargs.embed_dim=16", "model.kwargs.depth=1", "train.epochs=1", "train.batch_size=8",
             "eval.batch_size=8", "train.threads=1", f"output_dir={tmp_path / 'run'}"]
     threads = torch.get_num_threads()

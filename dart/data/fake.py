@@ -30,6 +30,7 @@ import tempfile
 import numpy as np
 
 LAYOUTS = ("imagefolder", "ade20k", "video_csv")
+TOOL = "dart.data.fake"
 IMAGENET_CLASSES, ADE20K_CLASSES, KINETICS_CLASSES = 1000, 150, 400
 
 
@@ -104,17 +105,6 @@ def video_csv(out: str, rng: np.random.Generator, train: int = 4, val: int = 2, 
     return counts
 
 
-def _written(folder: str) -> tuple[list[str], list[str]]:
-    """(files, folders) below `folder`, as relative '/'-separated paths."""
-    files, dirs = [], []
-    for root, ds, fs in os.walk(folder):
-        rel = os.path.relpath(root, folder)
-        base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        dirs += [base + d for d in ds]
-        files += [base + f for f in fs]
-    return files, dirs
-
-
 def generate(layout: str, out: str, seed: int = 0) -> dict:
     """Write the fake `layout` set into `out` (see the module docstring for what `out` may hold)."""
     from ..engine import owned
@@ -122,7 +112,7 @@ def generate(layout: str, out: str, seed: int = 0) -> dict:
         raise ValueError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
     out = os.path.abspath(out)
     advice = "pass an absent or empty folder as --out"
-    owned.check_replaceable(out, "dart.data.fake", advice)  # before any work: refuse early
+    owned.check_replaceable(out, TOOL, advice)  # before any work: refuse early
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -135,23 +125,15 @@ def generate(layout: str, out: str, seed: int = 0) -> dict:
         counts = {"imagefolder": imagefolder, "ade20k": ade20k, "video_csv": video_csv}[layout](tmp, rng)
         meta = {"layout": layout, "seed": seed, "files": counts,
                 "note": "fake data for the smoke scale: random content, not a result"}
-        files, dirs = _written(tmp)
-        owned.add(tmp, "dart.data.fake", files + ["fake.json"], dirs)
+        written = owned.entries(tmp)
+        owned.add(tmp, TOOL, [p for p, d in written if not d] + ["fake.json"], [p for p, d in written if d])
         with open(os.path.join(tmp, "fake.json"), "w") as f:
             json.dump(meta, f, indent=1)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what a plain mkdir gives
-        owned.clear(out, "dart.data.fake", advice)  # only the files of a fake set written before
-        os.replace(tmp, out)  # onto an absent or empty folder
+        owned.install(tmp, out, TOOL, advice)  # only the files of a fake set written before are removed
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder made above, nothing else
         raise
     return meta
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def main(argv=None) -> int:

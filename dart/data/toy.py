@@ -515,6 +515,12 @@ def _file_lock(path: str) -> Iterator[None]:
         yield
 
 
+TOOL = "dart.data.toy"
+# what the generator wrote before it kept a manifest (dart_files.json): a folder holding only these
+# is an earlier toy set, replaced like one that lists them
+LEGACY_FILES = ("meta.json", *(f"{s}_{a}.npy" for s in ("train", "val") for a in ("x", "y", "box", "texel")))
+
+
 class NotACacheError(FileExistsError, ValueError):
     """`out` holds files the toy generator did not write; nothing was removed."""
 
@@ -534,7 +540,7 @@ def generate(kind: str, out: str, seed: int = 0, params: dict | None = None, pro
         if not force and is_complete(out, kind, seed, p):
             return out
         try:  # before generating: a folder that is not ours is refused at once
-            owned.check_replaceable(out, "the toy generator", advice)
+            owned.check_replaceable(out, TOOL, advice, LEGACY_FILES)
         except owned.NotOwnedError as e:
             raise NotACacheError(str(e)) from None
         from tqdm import tqdm
@@ -558,29 +564,21 @@ def generate(kind: str, out: str, seed: int = 0, params: dict | None = None, pro
                         extra.setdefault(name, []).append(arr)
                 arrays = {"x": xs, "y": ys, **extra}
                 names += [f"{split}_{a}.npy" for a in arrays]
-                owned.add(tmp, "dart.data.toy", names[-len(arrays):])
+                owned.add(tmp, TOOL, names[-len(arrays):])
                 for a, parts in arrays.items():
                     np.save(os.path.join(tmp, f"{split}_{a}.npy"), np.concatenate(parts))
-            owned.add(tmp, "dart.data.toy", ["meta.json"])
+            owned.add(tmp, TOOL, ["meta.json"])
             with open(os.path.join(tmp, "meta.json"), "w") as f:
                 json.dump(_meta(kind, seed, p), f, indent=1)
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what a plain mkdir gives
-            try:
-                owned.clear(out, "the toy generator", advice)  # only the files of a set written before
+            try:  # only the files of a set written before are removed
+                owned.install(tmp, out, TOOL, advice, LEGACY_FILES)
             except owned.NotOwnedError as e:
                 raise NotACacheError(str(e)) from None
-            os.replace(tmp, out)  # onto an absent or empty folder
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder made above, nothing else
             raise
     _log.info("generated toy %s set (seed %d) in %s", kind, seed, out)
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def load_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray, dict]:

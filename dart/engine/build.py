@@ -77,7 +77,8 @@ def build_model(cfg: dict, weights_follow: bool = False, pretrained: str | None 
                 raise  # ours (DART models): already names the file and the tag
             from ..models._pretrained import unavailable
             pc = timm.models.get_pretrained_cfg(pretrained)
-            raise FileNotFoundError(unavailable(pretrained, pc.hf_hub_id, pc.hf_hub_filename or "model.safetensors")) from e
+            raise FileNotFoundError(unavailable(pretrained, pc.hf_hub_id,
+                                                pc.hf_hub_filename or "model.safetensors")) from e
         except RuntimeError as e:  # timm's loader (baselines): a file that does not fit
             raise ValueError(f"{pretrained}: {' '.join(str(e).split())[:300]}") from e
     if task == "segmentation":

@@ -22,7 +22,8 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the path."""
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -30,7 +31,7 @@ def _umask() -> int:
 
 def normal_mode(path: str) -> None:
     """Give a file made by mkstemp (mode 0600) the mode a plain open() would: 0666 less the umask."""
-    os.chmod(path, 0o666 & ~_umask())
+    os.chmod(path, 0o666 & ~umask())
 
 
 def _atomic_write(path: str, write) -> None:

@@ -45,7 +45,6 @@ OFFICIAL_GATES = {"v1": "sigmoid_offset", "v2": "sigmoid2"}
 _HEAD_OUT = re.compile(r"^patch_embed\.spn\.(?:spn\.)*mlp\.net\.2\.weight$")
 
 _log = logging.getLogger(__name__)
-CONTAINER_KEYS = ("model_ema", "model", "state_dict", "module")
 CONTAINER_ORDER = ("model", "state_dict", "module", "model_ema")  # where a state dict is looked for
 
 

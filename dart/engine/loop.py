@@ -244,6 +244,9 @@ class Trainer:
             removed = []
             if not self.resume:  # before anything is written there (every rank checks, rank 0 removes)
                 removed = runfolder.start_new_run(self.out, self.overwrite, remove=info.is_main)
+            # every rank has seen the folder before rank 0 writes into it (a rank that looked later
+            # would find rank 0's files and refuse); the ranks see one state, so all pass or all refuse
+            dist_.barrier(info)
             if info.is_main:
                 runfolder.register(self.out, "config.yaml", "train.log")
             log = setup_logging(self.out, info.is_main)

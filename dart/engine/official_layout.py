@@ -2,7 +2,7 @@
 files are not at hand.
 
 `read_layouts` reads the key lists of the official models (`tests/data/official_state_dicts.txt`:
-every key, shape, role and kind, dumped from the official models built in memory); `synthetic_file`
+every key, shape, role and kind, dumped from the official models built in memory); `synthetic_checkpoint`
 builds a file as DeiT's main.py saves one: `model` (those keys and shapes, random values), `model_ema`
 (the same keys), `optimizer`, `lr_scheduler`, `epoch`, `scaler` and `args` (an argparse.Namespace).
 Values are small (std 0.02, BatchNorm variances positive) so that a model loaded with them gives

@@ -30,11 +30,6 @@ class RunFolderError(ValueError):
     """The output folder holds another run (or files that are not a run's); nothing was removed."""
 
 
-def _cut(items, limit: int = 6) -> str:
-    items = list(items)
-    return ", ".join(items[:limit]) + (f" ... (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
 def start_new_run(out: str, overwrite: bool, remove: bool = True) -> list[str]:
     """Make `out` ready for a run that does not resume; returns the files removed.
 
@@ -47,18 +42,21 @@ def start_new_run(out: str, overwrite: bool, remove: bool = True) -> list[str]:
     entries = sorted(os.listdir(out))
     if not overwrite:
         raise RunFolderError(
-            f"output folder {out} is not empty ({_cut(entries)}): it holds another run, and a new run starts "
+            f"output folder {out} is not empty ({owned.cut(entries, 6)}): it holds another run, and a new run starts "
             f"only in an empty folder; pass --resume to continue that run, --overwrite to replace it (only "
             f"the files that run listed in {owned.MANIFEST} are removed), or choose another --output-dir")
     try:
         manifest = owned.read(out)
+        if manifest is not None and manifest.get("tool") != TOOL:  # e.g. a toy data set's folder
+            raise owned.NotOwnedError(f"{out} holds files that {manifest.get('tool')} wrote, not a run of {TOOL}; "
+                                      f"nothing was removed: choose another --output-dir")
     except owned.NotOwnedError as e:
         raise RunFolderError(f"--overwrite: {e}") from None
     listed = set(manifest["files"]) if manifest else set()
     unproven = [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n)) and n not in listed]
     if unproven:
         raise RunFolderError(
-            f"--overwrite: {out} holds {_cut(unproven)}, which {owned.MANIFEST} does not list (a run of an older "
+            f"--overwrite: {out} holds {owned.cut(unproven, 6)}, which {owned.MANIFEST} does not list (a run of an older "
             f"version, or files that are not a run's), so they are not known to be written by dart.train; "
             f"nothing was removed: move them away or choose another --output-dir")
     if not remove or manifest is None:
@@ -75,9 +73,10 @@ def register_if_run_folder(folder: str, *names: str) -> bool:
     """Add `names` to `folder`'s manifest when the folder is a run's (it has a manifest); for
     dart.evaluate, whose eval.json and eval.log a later --overwrite must remove with the run."""
     try:
-        if owned.read(folder) is None:
-            return False
+        manifest = owned.read(folder)
     except owned.NotOwnedError:
+        return False
+    if manifest is None or manifest.get("tool") != TOOL:  # not a run folder (a data set's, say)
         return False
     owned.add(folder, TOOL, names)
     return True

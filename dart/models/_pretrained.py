@@ -126,6 +126,18 @@ def resolve_source(cfg: dict, name: str, cache_dir=None) -> tuple[object, str]:
         f"with pretrained=False")
 
 
+def build(cls, variant: str, pretrained: bool, args: dict) -> nn.Module:
+    """A DART family's model: timm's `build_model_with_cfg` bare (timm's loader cannot read the
+    official files, see above), its cfg's input size set (`with_input_size`), then the weights
+    `pretrained` asks for loaded here."""
+    from timm.models import build_model_with_cfg
+    from ._common import with_input_size
+    model = with_input_size(build_model_with_cfg(cls, variant, pretrained=False, **args))
+    if pretrained:
+        load_pretrained(model, variant, cache_dir=args.get("cache_dir"))
+    return model
+
+
 def load_pretrained(model: nn.Module, variant: str, cache_dir=None) -> nn.Module:
     """Load the weights `model.pretrained_cfg` names into `model` (see the module docstring); every
     model key must be filled, except a classifier head of another num_classes (left as initialised,

@@ -11,14 +11,13 @@ from typing import Optional
 import timm
 import torch
 from torch import Tensor
-from timm.models import build_model_with_cfg, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
 from ..tokenizer import DART, Partition
-from timm.models import generate_default_cfgs
 
-from ._common import TOKENIZER_KWARGS, dart_cfg, need_images, split_tokenizer_kwargs, with_input_size
-from ._pretrained import checkpoint_filter_fn, default_cfgs_for, load_pretrained
+from ._common import TOKENIZER_KWARGS, dart_cfg, need_images, split_tokenizer_kwargs
+from ._pretrained import build, checkpoint_filter_fn, default_cfgs_for
 
 __all__ = ["DartVisionTransformer", "checkpoint_filter_fn"]
 
@@ -108,11 +107,7 @@ class DartVisionTransformer(VisionTransformer):
 def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> DartVisionTransformer:
     tok, rest = split_tokenizer_kwargs(dict(kwargs))
     args = {**model_args, **tok, **rest}
-    # timm's loader cannot read the official files (see _pretrained): build bare, then load them
-    model = with_input_size(build_model_with_cfg(DartVisionTransformer, variant, pretrained=False, **args))
-    if pretrained:
-        load_pretrained(model, variant, cache_dir=args.get("cache_dir"))
-    return model
+    return build(DartVisionTransformer, variant, pretrained, args)
 
 
 # a model with an official checkpoint has it as its default tag (`name.official_in1k`)

@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from ._common import dart_cfg, split_tokenizer_kwargs, with_input_size
-from ._pretrained import checkpoint_filter_fn, load_pretrained
+from ._common import dart_cfg, split_tokenizer_kwargs
+from ._pretrained import build, checkpoint_filter_fn
 from .mamba import VisionMamba
 
 __all__ = ["VideoMamba", "checkpoint_filter_fn"]
@@ -64,11 +64,7 @@ def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict, dart
     args = {**model_args, **tok, **rest}
     if dart:
         args["tokenizer"] = "dart"
-    # timm's loader cannot read the official files (see _pretrained): build bare, then load them
-    model = with_input_size(build_model_with_cfg(VideoMamba, variant, pretrained=False, **args))
-    if pretrained:
-        load_pretrained(model, variant, cache_dir=args.get("cache_dir"))
-    return model
+    return build(VideoMamba, variant, pretrained, args)
 
 
 def _grid_cfg(size: int) -> dict:

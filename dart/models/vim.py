@@ -8,10 +8,10 @@ fused kernels are replaced by `dart.ops` when they are not available).
 """
 from __future__ import annotations
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from ._common import dart_cfg, split_tokenizer_kwargs, with_input_size
-from ._pretrained import checkpoint_filter_fn, default_cfgs_for, load_pretrained
+from ._common import dart_cfg, split_tokenizer_kwargs
+from ._pretrained import build, checkpoint_filter_fn, default_cfgs_for
 from .mamba import VisionMamba
 
 __all__ = ["Vim", "checkpoint_filter_fn"]
@@ -38,11 +38,7 @@ def _create(variant: str, pretrained: bool, model_args: dict, kwargs: dict, dart
     args = {**model_args, **tok, **rest}
     if dart:
         args["tokenizer"] = "dart"
-    # timm's loader cannot read the official files (see _pretrained): build bare, then load them
-    model = with_input_size(build_model_with_cfg(Vim, variant, pretrained=False, **args))
-    if pretrained:
-        load_pretrained(model, variant, cache_dir=args.get("cache_dir"))
-    return model
+    return build(Vim, variant, pretrained, args)
 
 
 def _grid_cfg(size: int) -> dict:

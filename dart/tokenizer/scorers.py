@@ -20,7 +20,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -129,8 +129,10 @@ class TrunkRegime(nn.Module):
         self.train(self.training)
 
     def freeze_trunk(self, bn: Optional[str] = None) -> "TrunkRegime":
-        """Freeze the trunk as the official models do (no gradients); `bn` sets the BatchNorm mode."""
-        self._set_regime(self.regime if self.frozen else "random_frozen", bn or self.bn_mode)
+        """Freeze the trunk as the official models do (no gradients); `bn` sets the BatchNorm mode.
+        Called when a checkpoint supplies the trunk (an official one): its regime is then
+        "pretrained_frozen", whatever it was built as."""
+        self._set_regime("pretrained_frozen", bn or self.bn_mode)
         return self
 
     def train(self, mode: bool = True):
@@ -321,6 +323,9 @@ def create_scorer(scorer: str | nn.Module, in_chans: int = 3, trunk: str = "scra
     if scorer == "cnn":
         return SmallCNNScorer(in_chans, regime=trunk, weights=weights, bn=bn)
     if scorer == "uniform":
+        if trunk != "scratch" or weights:
+            raise ValueError(f"scorer 'uniform' has no trunk: scorer_trunk={trunk!r} and scorer_weights="
+                             f"{weights!r} do not apply (leave them unset)")
         return UniformScorer()
     if scorer in TRUNKS:
         if in_chans != 3:

@@ -6,6 +6,9 @@
 rule throughput:
     input:
         settings=sweep_settings,
+        # a toy DART model's pretrained scorer trunk (its weights file is read when it is built)
+        scorer_trunk=lambda wc: sorted({p for eid in SWEEPS[wc.sweep].get("experiments") or []
+                                        for p in plan.scorer_weights_input(_run_config_obj(eid, SEEDS[0]))}),
     output:
         csv=f"results/{SCALE}/bench/{{sweep}}.csv",
         machine=f"results/{SCALE}/bench/{{sweep}}.machine.json",

@@ -193,17 +193,16 @@ def published_outputs():
 PUBLISHED_FILES = {e["local_file"]: name for name, e in PUBLISHED_WEIGHTS.items()}
 
 
-# written when the workflow is parsed, like the runs' configs: an input file created while the DAG is
-# built may be missed by Snakemake's file inventory
+# resolved (and so checked) when the workflow is read; the files are written when the DAG asks for
+# them, as the runs' configs (run_config_file): only by a real run, never by a dry one
 try:
-    PUBLISHED_CONFIGS = {name: tracked(f"published/{name}", plan.published_eval_config(config, name, REPO))
-                         for name in PUBLISHED_WEIGHTS}
+    PUBLISHED_CONFIGS = {name: plan.published_eval_config(config, name, REPO) for name in PUBLISHED_WEIGHTS}
 except (plan.PlanError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 
 def published_settings(wildcards):
-    return PUBLISHED_CONFIGS[wildcards.name]
+    return tracked(f"published/{wildcards.name}", PUBLISHED_CONFIGS[wildcards.name])
 
 
 def published_data(wildcards):

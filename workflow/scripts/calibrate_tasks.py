@@ -21,10 +21,11 @@ of it for segmentation), as workflow/scripts/claim_measure.py computes it. Only 
 trained or read, never a DART model: a task's calibration must not depend on DART's score.
 
 Each setting's data go to WORK/data/<task>-<hash>, each run to
-WORK/runs/<task>-<hash>/<role>-seed<S> (`python -m dart.train`, one thread, at most --jobs at a time; --override recipes get runs of their
-own); a run whose metrics.json is complete and whose config.yaml is the one it would be trained with
-now is not trained again, so an interrupted calibration resumes. OUT (CSV) gets one row per (setting, seed) and one summary row per setting, rewritten
-atomically after each setting (rows of other settings already in OUT are kept, so a search extended
+WORK/runs/<task>-<hash>/<role>-seed<S> (`python -m dart.train`, one thread, at most --jobs at a
+time; --override recipes get runs of their own); a run whose metrics.json is complete and whose
+config.yaml is the one it would be trained with now is not trained again, so an interrupted
+calibration resumes. OUT (CSV) gets one row per (setting, seed) and one summary row per setting,
+rewritten atomically after each setting (rows of other settings already in OUT are kept, so a search extended
 by later commands stays in one file, in the order tried); OUT with .md gets the same as a Markdown
 table. By default the search stops at the first passing setting (--all: try every setting). Exit
 status: 0 a setting passed, 1 none did, 2 a bad argument or a failed run.
@@ -249,9 +250,11 @@ def read_metrics(run_dir: str, name: str | None = None, overrides: list[str] = (
 
 
 def train(cmd: list[str], run_dir: str) -> dict:
-    """One training run (one thread); its metrics.json, or an error naming its log."""
-    os.makedirs(run_dir, exist_ok=True)
-    log = os.path.join(run_dir, "calibrate.log")
+    """One training run (one thread); its metrics.json, or an error naming its log. The log lies
+    beside the run folder: dart.train starts a new run only in a folder that holds no other files
+    (`--overwrite` then replaces an unfinished or outdated run of its own)."""
+    os.makedirs(os.path.dirname(os.path.abspath(run_dir)), exist_ok=True)
+    log = run_dir.rstrip(os.sep) + ".log"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     with open(log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
@@ -275,7 +278,7 @@ def run_setting(plan: Plan, setting: dict, trainer=None, progress=None) -> tuple
 
     def one(job):
         role, seed, run_dir, name, over = job
-        cmd = [plan.python, "-m", "dart.train", "--config", name, "--output-dir", run_dir, *over]
+        cmd = [plan.python, "-m", "dart.train", "--config", name, "--overwrite", "--output-dir", run_dir, *over]
         m = read_metrics(run_dir, name, over) or trainer(cmd, run_dir)
         if progress is not None:
             progress.update(1)

@@ -159,7 +159,8 @@ def zoom(args) -> int:
         root = toy_root(cfg)
         scale = cfg["data"]["img_size"] / toy.load_split(root, "val")[2]["params"]["canvas"]
         boxes = torch.from_numpy(toy.load_boxes(root, "val").astype("float64")) * scale
-        grid_share = float(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean()) / cfg["data"]["img_size"] ** 2
+        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean()
+        grid_share = float(area) / cfg["data"]["img_size"] ** 2  # as claim_measure: N * share for the grid
         on, right = [], []
         with torch.no_grad():
             for i in range(0, len(y), args.batch):  # the evaluation's batches (batch statistics)
@@ -170,6 +171,7 @@ def zoom(args) -> int:
                 right.append(logits.argmax(-1) == y[i:i + len(xb)])
         on, right = torch.cat(on), torch.cat(right)
         zoomed = on >= args.find * model.patch_embed.num_tokens * grid_share
+
         def acc(m):
             return f"{100 * float(right[m].float().mean()):.1f}% of {int(m.sum())}" if m.any() else "none"
         print(f"{run}: {100 * float(zoomed.float().mean()):.1f}% of the images get >= {args.find}x the grid's "

@@ -408,8 +408,8 @@ COLUMNS = {
 }
 # the run table's columns in order (then any field COLUMNS does not know); a column shows when a
 # row has a value in it
-RUN_COLUMNS = ("role", "task", "model", "tokenizer", "method", "scorer", "trunk", "tokens", "input_px", "gmacs", "metric", "mean", "std",
-               "per_seed", "seeds", "floor", "tome_r", "tokens_per_block", "split")
+RUN_COLUMNS = ("role", "task", "model", "tokenizer", "method", "scorer", "trunk", "tokens", "input_px", "gmacs",
+               "metric", "mean", "std", "per_seed", "seeds", "floor", "tome_r", "tokens_per_block", "split")
 VERDICT_COLUMNS = ("claim", "method", "verdict", "numbers", "split")
 # in summary.csv, not on the page: the role's description is shown under its name, min and max
 # in "per seed", the tokenizer (grid, dart, tome) in the run's name and model

@@ -121,11 +121,6 @@ def datasets_needed(config: dict) -> list[str]:
     return out
 
 
-def scorer_trunk_path(config: dict, scorer: str = "cnn") -> str:
-    """Where the scale's `scorer_pretrain` rule writes the pretrained trunk of `scorer`."""
-    return f"results/{config['scale']}/scorer_trunk/{scorer}.pt"
-
-
 def scorer_weights_input(run_cfg: dict) -> list[str]:
     """The scorer trunk file a run loads (`model.kwargs.scorer_weights`), as a workflow input: a
     run that starts from a pretrained trunk waits for it and reruns when it changes."""
@@ -451,7 +446,8 @@ def published_eval_config(config: dict, name: str, repo_root: Path | None = None
             "data.interpolation": entry["interpolation"], "train.device": scale_settings(config).get("device", "auto"),
             "output_dir": f"results/{config['scale']}/published/{name}", "name": name}
     over.update(pw.get("overrides") or {})
-    return engine_config(repo_root).load_config("imagenet_official_eval", [f"{k}={yaml_value(v)}" for k, v in over.items()])
+    return engine_config(repo_root).load_config("imagenet_official_eval",
+                                                [f"{k}={yaml_value(v)}" for k, v in over.items()])
 
 
 def model_of_train_config(path: str, overrides: dict | None = None,
