@@ -517,7 +517,7 @@ def test_smoke_scale_runs_the_paper_jobs(deployment):
 
 @pytest.mark.smoke_scale
 def test_smoke_scale_end_to_end(tmp_path):
-    """The whole smoke scale from a clean folder (20 min on our 2 cores; `pytest -m smoke_scale`)."""
+    """The whole smoke scale from a clean folder (11 min on our 2 cores; `pytest -m smoke_scale`)."""
     shutil.copytree(ROOT / "config", tmp_path / "config")
     r = snakemake("--cores", "2", "--config", "scale=smoke", cwd=tmp_path, timeout=3600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
