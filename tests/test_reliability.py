@@ -189,7 +189,7 @@ def test_a_models_floating_point_error_is_the_non_finite_stop(tmp_path, monkeypa
             return self.inner(x)
 
     build = loop.build_model
-    monkeypatch.setattr(loop, "build_model", lambda cfg: Checked(build(cfg)))
+    monkeypatch.setattr(loop, "build_model", lambda cfg, **kw: Checked(build(cfg, **kw)))
     over = tiny(tmp_path)
     assert main(over) == 0
     xs = tmp_path / "toy" / "train_x.npy"
