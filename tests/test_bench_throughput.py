@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from bench import throughput as tp
+from tests.cli_checks import one_line_error
 
 TINY = "deit_tiny_patch16_224:img_size=32,depth=1"
 TINY_DART = "dart_deit_tiny_patch16_224:img_size=64,num_tokens=16,scorer=cnn,depth=1"
@@ -246,23 +247,15 @@ def _no_timing(monkeypatch, module, name):
     return timed
 
 
-def _one_line(capsys, prog, *names):
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith(prog + ": ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-
-
 def test_throughput_misspelt_model_is_exit_2_before_timing(tmp_path, monkeypatch, capsys):
     timed = _no_timing(monkeypatch, tp, "run_sweep")
     out = tmp_path / "t.csv"
     for models in ([TINY, "deit_tiny_patch61_224"], ["deit_tiny_patch61_224"]):
         assert tp.main(["--models", *models, "--out", str(out), *FAST]) == 2
-        _one_line(capsys, "bench.throughput", "deit_tiny_patch61_224", "did you mean deit_tiny_patch16_224")
+        one_line_error(capsys, "bench.throughput", "deit_tiny_patch61_224", "did you mean deit_tiny_patch16_224")
     # a keyword the model does not take is found before timing too (a meta-device build)
     assert tp.main(["--models", TINY + ",num_token=3", "--out", str(out), *FAST]) == 2
-    _one_line(capsys, "bench.throughput", "num_token")
+    one_line_error(capsys, "bench.throughput", "num_token")
     assert timed == [] and not out.exists()
 
 
@@ -271,14 +264,14 @@ def test_split_refuses_a_model_that_is_not_dart(tmp_path, monkeypatch, capsys):
     timed = _no_timing(monkeypatch, ts, "run")
     out = tmp_path / "s.csv"
     assert ts.main(["--model", TINY, "--tokens", "4", "--grid-models", TINY, "--out", str(out)]) == 2
-    _one_line(capsys, "bench.tokenizer_split", TINY, "not a DART model")
+    one_line_error(capsys, "bench.tokenizer_split", TINY, "not a DART model")
     # a budget the model cannot hold (was: exit 1, nothing said)
     assert ts.main(["--model", TINY_DART, "--tokens", "16", "1000", "--grid-models", "--out", str(out)]) == 2
-    _one_line(capsys, "bench.tokenizer_split", "--tokens 1000", "at most 16")
+    one_line_error(capsys, "bench.tokenizer_split", "--tokens 1000", "at most 16")
     assert ts.main(["--model", TINY_DART, "--grid-models", "deit_tiny_patch61_224", "--out", str(out)]) == 2
-    _one_line(capsys, "bench.tokenizer_split", "deit_tiny_patch61_224", "did you mean")
+    one_line_error(capsys, "bench.tokenizer_split", "deit_tiny_patch61_224", "did you mean")
     assert ts.main(["--model", TINY_DART, "--baselines", "twopass", "--out", str(out)]) == 2
-    _one_line(capsys, "bench.tokenizer_split", "twopass")
+    one_line_error(capsys, "bench.tokenizer_split", "twopass")
     assert timed == [] and not out.exists()
 
 
@@ -291,7 +284,7 @@ def test_split_that_times_nothing_says_why(tmp_path, monkeypatch, capsys):
     out = tmp_path / "s.csv"
     assert ts.main(["--model", TINY_DART, "--tokens", "16", "--grid-models", "--out", str(out), "--no-plot",
                     "--batch-sizes", "1", "--threads", "1"]) == 1
-    _one_line(capsys, "bench.tokenizer_split", "nothing was timed ok", "simulated")
+    one_line_error(capsys, "bench.tokenizer_split", "nothing was timed ok", "simulated")
     assert _read(out)[1][0]["status"] == "oom"
 
 
@@ -300,11 +293,11 @@ def test_plots_refuse_a_file_that_is_not_the_benchmarks_csv(tmp_path, capsys):
     bad = tmp_path / "bin.csv"
     bad.write_bytes(bytes(range(256)) * 8)
     assert plots.main([str(bad)]) == 2
-    _one_line(capsys, "bench.plots", "bin.csv", "not a bench.throughput CSV")
+    one_line_error(capsys, "bench.plots", "bin.csv", "not a bench.throughput CSV")
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
     assert plots.main([str(other), "--split"]) == 2
-    _one_line(capsys, "bench.plots", "other.csv", "no column tokenizer")
+    one_line_error(capsys, "bench.plots", "other.csv", "no column tokenizer")
     assert not (tmp_path / "bin.png").exists() and not (tmp_path / "other.png").exists()
 
 

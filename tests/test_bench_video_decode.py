@@ -10,6 +10,7 @@ from PIL import Image
 pytest.importorskip("av")
 
 from bench import video_decode as vd  # noqa: E402
+from tests.cli_checks import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -20,32 +21,24 @@ def clip(tmp_path_factory):
     return str(path)
 
 
-def _one_line(capsys, *names):
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("bench.video_decode: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-
-
 def test_the_clip_is_checked_before_anything_is_decoded(tmp_path, clip, capsys, monkeypatch):
     ran = []
     monkeypatch.setattr(vd, "_child", lambda m, a: ran.append(m))
     assert vd.probe_clip(clip) == (60, "mov,mp4,m4a,3gp,3g2,mj2")
     # more frames than the clip has (was: "1000 frames per clip" of 60 repeated ones)
     assert vd.main(["--clip", clip, "--frames", "1000"]) == 2
-    _one_line(capsys, "has 60 frames", "--frames 1000")
+    one_line_error(capsys, "bench.video_decode", "has 60 frames", "--frames 1000")
     # a still image (was: "8 frames per clip" of the same picture)
     png = tmp_path / "p.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(png)
     assert vd.main(["--clip", str(png)]) == 2
-    _one_line(capsys, "p.png", "still image")
+    one_line_error(capsys, "bench.video_decode", "p.png", "still image")
     # missing, not a video at all
     assert vd.main(["--clip", str(tmp_path / "nope.mp4")]) == 2
-    _one_line(capsys, "nope.mp4", "does not exist")
+    one_line_error(capsys, "bench.video_decode", "nope.mp4", "does not exist")
     (tmp_path / "junk.mp4").write_bytes(b"\0" * 100)
     assert vd.main(["--clip", str(tmp_path / "junk.mp4")]) == 2
-    _one_line(capsys, "junk.mp4")
+    one_line_error(capsys, "bench.video_decode", "junk.mp4")
     assert ran == []
 
 

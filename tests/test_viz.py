@@ -12,6 +12,7 @@ from PIL import Image
 
 from dart import DART
 from dart.viz import draw_partition, main
+from tests.cli_checks import one_line_error
 
 
 def test_draw_partition_writes_a_png(tmp_path):
@@ -91,14 +92,6 @@ TOY_KW = {"img_size": 64, "num_tokens": 16, "scorer": "cnn", "depth": 1}
 TOY_KV = "img_size=64,num_tokens=16,scorer=cnn,depth=1"
 
 
-def _one_line_error(capsys, *names):
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("dart.viz: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, toy_trunk):
     """A DART run and a grid run made the usual way: from a project folder, with the relative
@@ -136,22 +129,22 @@ def test_run_folder_errors_are_one_line(runs, tmp_path, png, capsys):
     out = str(tmp_path / "p.png")
     # a run index past the validation split (was: TypeError: 'Skipped' object is not subscriptable)
     assert main(["--run", str(runs / "runs/toy_detail_dart"), "--index", "1000", "--out", out]) == 2
-    _one_line_error(capsys, "--index 1000", "4 images")
+    one_line_error(capsys, "dart.viz", "--index 1000", "4 images")
     # a grid run has no partition to draw
     assert main(["--run", str(runs / "runs/toy_detail_grid_4n"), "--image", png, "--out", out]) == 2
-    _one_line_error(capsys, "no DART tokenizer")
+    one_line_error(capsys, "dart.viz", "no DART tokenizer")
     # an unreadable image
     (tmp_path / "bad.png").write_text("not an image")
     assert main(["--run", str(run), "--image", str(tmp_path / "bad.png"), "--out", out]) == 2
-    _one_line_error(capsys, "bad.png")
+    one_line_error(capsys, "dart.viz", "bad.png")
     # a truncated checkpoint, then none
     ck = run / "checkpoint_last.pt"
     ck.write_bytes(ck.read_bytes()[:1000])
     assert main(["--run", str(run), "--image", png, "--out", out]) == 2
-    _one_line_error(capsys, str(ck), "truncated")
+    one_line_error(capsys, "dart.viz", str(ck), "truncated")
     ck.unlink()
     assert main(["--run", str(run), "--image", png, "--out", out]) == 2
-    _one_line_error(capsys, "checkpoint_last.pt")
+    one_line_error(capsys, "dart.viz", "checkpoint_last.pt")
     assert not os.path.exists(out)
 
 
@@ -170,7 +163,7 @@ def test_run_folder_from_another_directory_finds_its_relative_data(runs, tmp_pat
     shutil.copytree(run, moved)
     monkeypatch.chdir(tmp_path)
     assert main(["--run", str(moved), "--out", str(tmp_path / "p.png")]) == 2
-    _one_line_error(capsys, "data.root", "data/toy/detail-0")
+    one_line_error(capsys, "dart.viz", "data.root", "data/toy/detail-0")
     assert main(["--run", str(moved), "--image", str(tmp_path / "nope.png"), "--out", str(tmp_path / "p.png")]) == 2
 
 
@@ -185,11 +178,11 @@ def test_model_kwargs_take_key_value_like_bench_complexity(tmp_path, png, capsys
     # a keyword the model does not take, a model that is not DART, a name nobody registered
     assert main(["--model", "dart_deit_tiny_patch16_224", "--model-kwargs", TOY_KV + ",num_token=3",
                  "--image", png, "--out", str(out)]) == 2
-    _one_line_error(capsys, "num_token")
+    one_line_error(capsys, "dart.viz", "num_token")
     assert main(["--model", "deit_tiny_patch16_224", "--image", png, "--out", str(out)]) == 2
-    _one_line_error(capsys, "no DART tokenizer")
+    one_line_error(capsys, "dart.viz", "no DART tokenizer")
     assert main(["--model", "dart_deit_tiny_patch61_224", "--image", png, "--out", str(out)]) == 2
-    _one_line_error(capsys, "dart_deit_tiny_patch61_224")
+    one_line_error(capsys, "dart.viz", "dart_deit_tiny_patch61_224")
 
 
 def test_official_checkpoint_is_drawn_through_the_key_map(tmp_path, png, capsys):
@@ -216,7 +209,7 @@ def test_official_checkpoint_is_drawn_through_the_key_map(tmp_path, png, capsys)
     # a checkpoint of another model fills nothing: refused, naming the keys
     assert main(["--model", "dart_deit_tiny_patch16_224", "--model-kwargs", TOY_KV.replace("depth=1", "depth=2"),
                  "--checkpoint", str(path), "--image", png, "--out", str(tmp_path / "x.png")]) == 2
-    _one_line_error(capsys, str(path), "blocks.1")
+    one_line_error(capsys, "dart.viz", str(path), "blocks.1")
     assert not (tmp_path / "x.png").exists()
 
 
