@@ -104,11 +104,12 @@ def init_kwargs(obj) -> dict:
     return dict(OFFICIAL_INIT) if detect_family(state) in OFFICIAL_FAMILIES else {}
 
 
-def with_init_kwargs(cfg: dict, stored: Optional[dict] = None) -> tuple[dict, dict]:
+def with_init_kwargs(cfg: dict, stored: Optional[dict] = None, obj=None) -> tuple[dict, dict]:
     """(config, kwargs added): `cfg` with the model kwargs its `model.init_checkpoint` implies where
     the config leaves them unset, for a model that takes them (a DART model). `stored`: the config of
     a run checkpoint being resumed or evaluated; its values are taken when the init file is no
-    longer there, or when `cfg` names no init checkpoint (dart.evaluate takes it from the run)."""
+    longer there, or when `cfg` names no init checkpoint (dart.evaluate takes it from the run).
+    `obj`: the init checkpoint already read (it is then not read again)."""
     path = cfg["model"].get("init_checkpoint")
     kw = cfg["model"].get("kwargs") or {}
     stored_path = (stored or {}).get("model", {}).get("init_checkpoint")
@@ -116,8 +117,8 @@ def with_init_kwargs(cfg: dict, stored: Optional[dict] = None) -> tuple[dict, di
             or all(k in kw for k in INIT_KWARGS):
         return cfg, {}
     import os
-    if path and os.path.isfile(path):
-        implied = init_kwargs(ckpt.load(path))
+    if obj is not None or (path and os.path.isfile(path)):
+        implied = init_kwargs(obj if obj is not None else ckpt.load(path))
     elif stored_path and path in (None, stored_path):
         skw = stored["model"].get("kwargs") or {}
         implied = {k: skw[k] for k in INIT_KWARGS if k in skw}
@@ -132,10 +133,11 @@ def with_init_kwargs(cfg: dict, stored: Optional[dict] = None) -> tuple[dict, di
     return out, added
 
 
-def init_from_checkpoint(model: nn.Module, path: str) -> KeyMapReport:
-    """Load `path` into `model` as its starting weights; raise a CheckpointError naming the keys when
-    the checkpoint does not fill the backbone (module docstring)."""
-    state = dict(extract_state_dict(ckpt.load(path)))
+def init_from_checkpoint(model: nn.Module, path: str, obj=None) -> KeyMapReport:
+    """Load `path` (or `obj`, the checkpoint already read from it) into `model` as its starting
+    weights; raise a CheckpointError naming the keys when the checkpoint does not fill the backbone
+    (module docstring)."""
+    state = dict(extract_state_dict(obj if obj is not None else ckpt.load(path)))
     target, what = _target(model, state)
     resampled = []
     for k in list(state):

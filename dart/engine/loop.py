@@ -257,11 +257,12 @@ class Trainer:
         finally:
             dist_.shutdown(info)
 
-    def _with_init_kwargs(self, cfg: dict, log, stored: Optional[dict] = None) -> dict:
-        """The config with the model kwargs its init checkpoint implies (the convention it was
-        trained under, its trunk's regime), so that every file of the run records them."""
+    def _with_init_kwargs(self, cfg: dict, log, stored: Optional[dict] = None, init=None) -> dict:
+        """The config with the model kwargs its init checkpoint (`init`, when already read) implies
+        (the convention it was trained under, its trunk's regime), so that every file of the run
+        records them."""
         from .initialise import with_init_kwargs
-        cfg, added = with_init_kwargs(cfg, stored)
+        cfg, added = with_init_kwargs(cfg, stored, init)
         if added:
             log.info("model.init_checkpoint %s was trained with %s: the model is built so, and the run's "
                      "config records it", cfg["model"]["init_checkpoint"],
@@ -289,8 +290,11 @@ class Trainer:
                                 *changed["train.epochs"], changed["train.epochs"][0])
             else:
                 log.info("--resume: no checkpoint at %s, starting from scratch", path_last)
+        init = None  # a fresh run's init checkpoint, read once: for its kwargs, then for its weights
         if state is None:
-            cfg = self._with_init_kwargs(cfg, log)
+            path = cfg["model"].get("init_checkpoint")
+            init = ckpt.load(path) if path and os.path.isfile(path) else None
+            cfg = self._with_init_kwargs(cfg, log, init=init)
         if info.is_main:
             os.makedirs(self.out, exist_ok=True)
             with open(os.path.join(self.out, "config.yaml"), "w") as f:
@@ -325,7 +329,8 @@ class Trainer:
         cx = complexity(copy.deepcopy(model).cpu(), input_shape(cfg)) if info.is_main else {}
         if cfg["model"].get("init_checkpoint") and state is None:
             from .initialise import init_from_checkpoint  # the backbone must be filled, or an error
-            report = init_from_checkpoint(model, cfg["model"]["init_checkpoint"])
+            report = init_from_checkpoint(model, cfg["model"]["init_checkpoint"], init)
+            del init  # the model holds its weights now
             log.info("initialised from %s: %s", cfg["model"]["init_checkpoint"], report.summary())
         model.to(info.device)
 

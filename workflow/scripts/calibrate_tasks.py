@@ -47,6 +47,9 @@ from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "workflow", "scripts"))
+from page import write_text  # noqa: E402
+
 PROG = "calibrate_tasks"
 
 MIN_ABOVE_FLOOR = 15.0
@@ -208,7 +211,6 @@ def prepare_data(plan: Plan, setting: dict) -> tuple[str, str, float]:
 
 def floor_of(labels, metric: str, num_classes: int) -> float:
     """claim_measure's constant-prediction floor of the validation labels."""
-    sys.path.insert(0, os.path.join(ROOT, "workflow", "scripts"))
     from claim_measure import constant_floor
     return constant_floor([labels], "segmentation" if metric == "miou" else "classification", num_classes)
 
@@ -315,14 +317,6 @@ COLUMNS = ["task", "setting", "overrides", "row", "floor", "grid_n", "grid_4n", 
            "grid_n_wall_s", "grid_4n_wall_s", "key"]
 
 
-def write_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -418,8 +412,8 @@ def main(argv=None) -> int:
             new, verdict = run_setting(plan, s, progress=bar)
             rows += new
             verdicts.append((s, verdict))
-            write_atomic(args.out, to_csv(rows))
-            write_atomic(os.path.splitext(args.out)[0] + ".md", to_markdown(rows, plan.task.metric))
+            write_text(to_csv(rows), args.out)
+            write_text(to_markdown(rows, plan.task.metric), os.path.splitext(args.out)[0] + ".md")
             tqdm.write(f"{setting_name(s)}: {new[-1]['passed']} {new[-1]['why']}".rstrip(), file=sys.stderr)
             if verdict["passed"] and not args.all:
                 break

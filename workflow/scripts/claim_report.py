@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import statistics
@@ -28,6 +29,8 @@ from typing import NamedTuple
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from page import write_text  # noqa: E402
 
 ROWS = {  # role -> (short name, what it stands for in the paper)
     "grid_low": ("grid-N", "grid, N tokens, 2x-downsampled image (DeiT at 224)"),
@@ -273,13 +276,11 @@ def verdicts(rows: list[dict]) -> list[dict]:
 
 
 def write_csv(rows: list[dict], path: str) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    w.writeheader()
+    w.writerows(rows)
+    write_text(buf.getvalue(), path)
 
 
 def plot(rows: list[dict], measures, roles, path: str) -> None:
@@ -506,14 +507,14 @@ def page_context(rows: list[dict], verdict_rows: list[dict]) -> dict:
 def write_html(rows, verdict_rows, plot_png, part_png, path: str, *, scale: str = "", inputs=()) -> None:
     """reports/claim.html from workflow/templates/claim.html.j2 (images inlined: self-contained).
     `inputs`: (role, measure JSON) pairs, listed under the provenance."""
-    from page import environment, generated, git_info, png_file_uri, versions, write_page
+    from page import environment, generated, git_info, png_file_uri, versions
     provenance = {"measures": "; ".join(f"{role}: {p}" for role, p in inputs)} if inputs else {}
     html = environment().get_template("claim.html.j2").render(
         title="The resolution claim at toy scale", scale=scale, generated=generated(),
         git=git_info(ROOT), versions=versions(), provenance=provenance,
         plot=png_file_uri(plot_png), partitions=png_file_uri(part_png) if part_png else None,
         **page_context(rows, verdict_rows))
-    write_page(html, path)
+    write_text(html, path)
 
 
 def _valid_role(role: str) -> bool:

@@ -65,10 +65,11 @@ def versions(extra: dict | None = None) -> dict:
     return out
 
 
-def write_page(html: str, out: str | Path) -> None:
-    """Write a page atomically (a reader never sees half of it)."""
+def write_text(text: str, out: str | Path) -> None:
+    """Write a text file (a page, a CSV, a table) atomically: a reader never sees half of it.
+    Standard library only, like this module: the report's environment has no project installed."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)

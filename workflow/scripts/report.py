@@ -21,7 +21,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from page import TEMPLATE_DIR, environment, generated, git_info, png_data_uri, versions, write_page  # noqa: E402
+from page import TEMPLATE_DIR, environment, generated, git_info, png_data_uri, versions, write_text  # noqa: E402
 
 TEMPLATE = "paper_tables.html.j2"
 # the resolution claim's page (claim_report.py), beside this one in reports/
@@ -491,7 +491,7 @@ def render(*, tidy: dict, partitions: list[str], config: dict, out: str, repo: P
         sweeps=throughput_plots(throughput), partitions=images(partitions),
         git=git_info(repo or HERE.parents[1]), versions=versions(), provenance=hardware(runs, throughput),
         config_yaml=config_text(config), command=command)
-    write_page(html, out)
+    write_text(html, out)
     return counts
 
 
